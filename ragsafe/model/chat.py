@@ -1,0 +1,86 @@
+"""Batched generation with the frozen backbone: from chat messages (responses, HyDE) or from vectors (decoding).
+
+Sampling settings are always explicit (a `GenerationSettings`), never the checkpoint's hidden
+generation_config defaults, so cached responses are reproducible and keyed by what produced them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import GenerationConfig
+
+from ragsafe.model.backbone import Backbone
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.8
+    repetition_penalty: float = 1.1
+    max_prompt_tokens: int = 1024
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def hf_config(self, backbone: Backbone) -> GenerationConfig:
+        sampling = {"temperature": self.temperature, "top_p": self.top_p, "top_k": 0} if self.do_sample else {}
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            repetition_penalty=self.repetition_penalty,
+            pad_token_id=backbone.tokenizer.pad_token_id,
+            eos_token_id=backbone.eos_token_ids,
+            **sampling,
+        )
+
+
+def chat_prompts(backbone: Backbone, queries: list[str], system: str | None) -> list[str]:
+    """Each query as one user turn (after an optional system prompt), with the generation prompt."""
+    out = []
+    for query in queries:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": query}]
+        out.append(backbone.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    return out
+
+
+def chat_generate(
+    backbone: Backbone, queries: list[str], system: str | None = None, settings: GenerationSettings | None = None
+) -> list[str]:
+    """Answers of the backbone to `queries` (one batch), new tokens only, special tokens removed, stripped."""
+    settings = settings or GenerationSettings()
+    if not queries:
+        return []
+    tokenizer = backbone.tokenizer
+    encoded = tokenizer(
+        chat_prompts(backbone, queries, system),
+        add_special_tokens=False,  # the chat template already holds any BOS
+        padding="longest",
+        padding_side="left",
+        truncation=True,
+        max_length=settings.max_prompt_tokens,
+        return_tensors="pt",
+    ).to(backbone.device)
+    if settings.do_sample:
+        torch.manual_seed(settings.seed)
+    with torch.no_grad():
+        ids = backbone.model.generate(**encoded, generation_config=settings.hf_config(backbone))
+    new = ids[:, encoded["input_ids"].shape[1] :]
+    return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+def generate_from_embeds(backbone: Backbone, embeds: torch.Tensor, settings: GenerationSettings) -> list[str]:
+    """Generation that starts from input vectors (soft prompts) instead of token ids; KV cache on."""
+    mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+    # Starting from embeddings, the penalty sees only generated tokens; that is what decoding wants.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*repetition_penalty.*")
+        ids = backbone.model.generate(
+            inputs_embeds=embeds, attention_mask=mask, generation_config=settings.hf_config(backbone)
+        )
+    return [t.strip() for t in backbone.tokenizer.batch_decode(ids, skip_special_tokens=True)]

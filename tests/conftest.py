@@ -1,0 +1,39 @@
+import os
+
+import pytest
+import torch
+
+from ragsafe.testing import tiny_backbone
+
+torch.set_num_threads(2)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def qwen_tiny():
+    return tiny_backbone("qwen2")
+
+
+@pytest.fixture(scope="session")
+def llama_tiny():
+    return tiny_backbone("llama")
+
+
+@pytest.fixture(scope="session", params=["qwen2", "llama"])
+def tiny(request, qwen_tiny, llama_tiny):
+    return qwen_tiny if request.param == "qwen2" else llama_tiny
+
+
+@pytest.fixture(scope="session")
+def teacher():
+    from ragsafe.embedders.teacher import TeacherEmbedder
+
+    return TeacherEmbedder()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Tests must never write into (or depend on) the user's real backbone cache, except integration
+    # tests, which reuse it so the default backbone is converted once per machine.
+    if os.environ.get("RAGSAFE_TEST_KEEP_CACHE") != "1":
+        monkeypatch.setenv("RAGSAFE_CACHE", str(tmp_path_factory.mktemp("cache")))
