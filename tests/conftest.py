@@ -32,8 +32,8 @@ def teacher():
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    # Tests must never write into (or depend on) the user's real backbone cache, except integration
-    # tests, which reuse it so the default backbone is converted once per machine.
-    if os.environ.get("RAGSAFE_TEST_KEEP_CACHE") != "1":
+def _isolated_cache(request, tmp_path_factory, monkeypatch):
+    # Unit tests never write into (or depend on) the user's backbone cache. Integration tests use it,
+    # so the real default backbone is converted once per machine, as for a user.
+    if request.node.get_closest_marker("integration") is None:
         monkeypatch.setenv("RAGSAFE_CACHE", str(tmp_path_factory.mktemp("cache")))

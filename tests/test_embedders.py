@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from rank_bm25 import BM25Okapi
+
+from ragsafe.embedders.base import Embedder, scores
+from ragsafe.embedders.bm25 import BM25Embedder, bm25_tokenize
+from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.hyde import HyDEEmbedder
+from ragsafe.embedders.llm_mean import LLMMeanEmbedder
+from ragsafe.model.chat import GenerationSettings
+from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+
+DOCS = ["the cat sat on the mat", "paris is the capital of france", "bread needs flour, water and salt", "the cat"]
+QUERIES = ["where is paris", "a cat on a mat"]
+
+
+def all_embedders(backbone, teacher):
+    gen = GenEncoder(backbone, GenConfig(out_dim=teacher.dim))
+    return [
+        GenEmbedder(gen),
+        GenEmbedder(gen, documents="teacher", teacher=teacher),
+        LLMMeanEmbedder(backbone),
+        BM25Embedder(),
+        teacher,
+        HyDEEmbedder(backbone, teacher, settings=GenerationSettings(max_new_tokens=4)),
+    ]
+
+
+def test_every_embedder_satisfies_the_protocol(qwen_tiny, teacher):
+    names = set()
+    for emb in all_embedders(qwen_tiny, teacher):
+        assert isinstance(emb, Embedder)
+        docs, queries = emb.encode_documents(DOCS), emb.encode_queries(QUERIES)
+        assert docs.shape == (len(DOCS), emb.dim) and queries.shape == (len(QUERIES), emb.dim)
+        assert sp.issparse(docs) == emb.sparse
+        s = scores(queries, docs)
+        assert s.shape == (2, 4) and np.isfinite(s).all()
+        if not emb.sparse:
+            assert docs.dtype == np.float32
+            assert np.allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-4)
+        names.add(emb.name)
+    assert names == {"gen", "gen_asym", "llm_mean", "bm25", "teacher", "hyde"}
+
+
+@pytest.mark.parametrize("bad", [[None], [3.5], 17])
+def test_every_embedder_rejects_non_strings(qwen_tiny, teacher, bad):
+    for emb in all_embedders(qwen_tiny, teacher):
+        emb.encode_documents(DOCS)
+        with pytest.raises(TypeError):
+            emb.encode_queries(bad)
+
+
+def test_every_embedder_handles_empty_list_empty_string_and_huge_text(qwen_tiny, teacher):
+    huge = "lorem ipsum dolor " * 6000  # ~100k characters
+    for emb in all_embedders(qwen_tiny, teacher):
+        emb.encode_documents(DOCS)
+        assert emb.encode_queries([]).shape[0] == 0
+        out = emb.encode_queries(["", huge])
+        dense = out.toarray() if sp.issparse(out) else out
+        assert dense.shape == (2, emb.dim) and np.isfinite(dense).all()
+
+
+def test_bm25_dot_product_equals_rank_bm25():
+    bm25 = BM25Embedder()
+    docs = bm25.encode_documents(DOCS)
+    reference = BM25Okapi([bm25_tokenize(d) for d in DOCS])
+    for query in QUERIES + ["the the cat unknownword"]:
+        expected = reference.get_scores(bm25_tokenize(query))
+        assert np.allclose(scores(bm25.encode_queries([query]), docs)[0], expected, atol=1e-4)
+
+
+def test_bm25_needs_a_corpus():
+    with pytest.raises(RuntimeError, match="fit"):
+        BM25Embedder().encode_queries(["x"])
+    with pytest.raises(ValueError, match="at least one document"):
+        BM25Embedder().fit(["", "!!"])
+
+
+def test_teacher_ranks_the_obvious_match_first(teacher):
+    s = scores(teacher.encode_queries(QUERIES), teacher.encode_documents(DOCS))
+    assert s[0].argmax() == 1 and s[1].argmax() in (0, 3)
+
+
+def test_hyde_embeds_the_generated_answer(qwen_tiny, teacher):
+    hyde = HyDEEmbedder(qwen_tiny, teacher, settings=GenerationSettings(max_new_tokens=5))
+    vectors = hyde.encode_queries(QUERIES)
+    assert len(hyde.last_answers) == 2
+    assert np.allclose(vectors, teacher.embed(hyde.last_answers), atol=1e-6)
+
+
+def test_gen_asymmetric_needs_a_matching_teacher(qwen_tiny, teacher):
+    with pytest.raises(ValueError, match="needs a teacher"):
+        GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher")
+    with pytest.raises(ValueError, match="teacher dim"):
+        GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=7)), documents="teacher", teacher=teacher)
+
+
+def test_gen_query_and_document_sides_differ(qwen_tiny):
+    gen = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=16)))
+    assert not np.allclose(gen.encode_queries(["bread"]), gen.encode_documents(["bread"]))

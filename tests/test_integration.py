@@ -1,0 +1,71 @@
+"""Real packaged backbones (SmolLM2-135M and the default Qwen2.5-Coder-0.5B). Marked: `-m integration`."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.hyde import HyDEEmbedder
+from ragsafe.model.backbone import load_backbone
+from ragsafe.model.chat import GenerationSettings, chat_generate
+from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+
+pytestmark = pytest.mark.integration
+
+QUERY = (
+    "What are the most effective ways to reduce the risk of heart disease for a middle aged adult "
+    "who has a family history of high blood pressure and diabetes today?"
+)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_backbone("smollm2")
+
+
+@pytest.fixture(scope="module")
+def default_backbone():
+    return load_backbone("default")
+
+
+def test_smollm2_encodes_and_decodes(smollm2):
+    assert smollm2.hidden_size == 576
+
+    enc = GenEncoder(smollm2, GenConfig(out_dim=384))
+    e = enc.encode([QUERY, "Paris is the capital of France."])
+    assert e.shape == (2, 384) and np.isfinite(e).all()
+    assert np.allclose(enc.encode([QUERY]), e[:1], atol=2e-3)  # padding-invariant up to float noise
+    text = enc.decode([QUERY], settings=GenerationSettings(max_new_tokens=8))
+    assert len(text) == 1 and isinstance(text[0], str)
+
+
+def test_smollm2_answers_through_its_chat_template(smollm2):
+    answers = chat_generate(smollm2, ["What is the capital of France?"], settings=GenerationSettings(max_new_tokens=16))
+    assert "Paris" in answers[0]
+
+
+def test_default_backbone_identity_and_answers(default_backbone):
+    assert default_backbone.hidden_size == 896 and default_backbone.model.config.num_hidden_layers == 24
+    assert load_backbone("default").fingerprint == default_backbone.fingerprint
+    answers = chat_generate(
+        default_backbone, ["What is the capital of France?"], settings=GenerationSettings(max_new_tokens=16)
+    )
+    assert "Paris" in answers[0]
+
+
+def test_default_gen_embedder_end_to_end(default_backbone, teacher):
+    gen = GenEmbedder.load(backbone=default_backbone)
+    q = gen.encode_queries([QUERY])
+    d = gen.encode_documents(["Exercise, diet and blood pressure control lower heart disease risk."])
+    assert q.shape == (1, gen.dim) == d.shape and np.isfinite(q).all()
+    hyde = HyDEEmbedder(default_backbone, teacher, settings=GenerationSettings(max_new_tokens=24))
+    assert hyde.encode_queries([QUERY]).shape == (1, teacher.dim) and hyde.last_answers[0]
+
+
+def test_cli_explain_on_defaults(default_backbone):
+    from ragsafe.cli import app
+
+    result = CliRunner().invoke(app, ["explain", "How do I bake bread?", "--max-new-tokens", "12"])
+    assert result.exit_code == 0, result.output
+    assert "predicted response" in result.output and "logit lens" in result.output
+    assert CliRunner().invoke(app, ["explain", "  "]).exit_code != 0
