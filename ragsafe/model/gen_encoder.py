@@ -82,40 +82,50 @@ class GenEncoder(nn.Module):
         grad=True: the text prefix runs under no_grad into a KV cache and only the K_tot token positions
         run with autograd on top of it: identical values, and backward touches K_tot positions, not L.
         """
-        model = self.backbone.model
-        base = model.base_model
-        dtype = self.backbone.dtype
-        n = batch.input_ids.shape[0]
-        text_embeds = model.get_input_embeddings()(batch.input_ids)
-        special = self.tokens.to(dtype).unsqueeze(0).expand(n, -1, -1)
-        ones = torch.ones(
-            n, self.config.num_tokens, dtype=batch.attention_mask.dtype, device=batch.attention_mask.device
-        )
-        full_mask = torch.cat([batch.attention_mask, ones], dim=1)
         if not grad:
+            model = self.backbone.model
+            n = batch.input_ids.shape[0]
+            text_embeds = model.get_input_embeddings()(batch.input_ids)
+            special = self.tokens.to(self.backbone.dtype).unsqueeze(0).expand(n, -1, -1)
+            ones = torch.ones(n, self.config.num_tokens, dtype=batch.attention_mask.dtype)
+            full_mask = torch.cat([batch.attention_mask, ones.to(batch.attention_mask.device)], dim=1)
             with torch.no_grad():
-                out = base(
+                out = model.base_model(
                     inputs_embeds=torch.cat([text_embeds, special], dim=1),
                     attention_mask=full_mask,
                     position_ids=position_ids(full_mask),
                     use_cache=False,
                 ).last_hidden_state
-        else:
-            with torch.no_grad():
-                prefix = base(
-                    inputs_embeds=text_embeds,
-                    attention_mask=batch.attention_mask,
-                    position_ids=position_ids(batch.attention_mask),
-                    use_cache=True,
-                )
-            offsets = torch.arange(self.config.num_tokens, device=full_mask.device)
-            out = base(
-                inputs_embeds=special,
-                attention_mask=full_mask,
-                position_ids=batch.lengths.unsqueeze(1) + offsets,
-                cache=prefix.past_key_values,
+            return out[:, -self.config.num_compress :, :].float()
+        return self.token_states(self.prefix_cache(batch), batch.attention_mask)
+
+    def prefix_cache(self, batch: TextBatch):
+        """KV cache of the frozen text prefix (no grad): what the tokens attend to, fixed for a given text."""
+        with torch.no_grad():
+            text_embeds = self.backbone.model.get_input_embeddings()(batch.input_ids)
+            return self.backbone.model.base_model(
+                inputs_embeds=text_embeds,
+                attention_mask=batch.attention_mask,
+                position_ids=position_ids(batch.attention_mask),
                 use_cache=True,
-            ).last_hidden_state
+            ).past_key_values
+
+    def token_states(self, cache, prefix_mask: torch.Tensor) -> torch.Tensor:
+        """Run only the K_tot token positions (with autograd) on top of a prefix cache; (B, K, H) float32.
+
+        The cache is extended in place by this call.
+        """
+        n = prefix_mask.shape[0]
+        special = self.tokens.to(self.backbone.dtype).unsqueeze(0).expand(n, -1, -1)
+        ones = torch.ones(n, self.config.num_tokens, dtype=prefix_mask.dtype, device=prefix_mask.device)
+        offsets = torch.arange(self.config.num_tokens, device=prefix_mask.device)
+        out = self.backbone.model.base_model(
+            inputs_embeds=special,
+            attention_mask=torch.cat([prefix_mask, ones], dim=1),
+            position_ids=prefix_mask.sum(dim=1, keepdim=True) + offsets,
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state
         return out[:, -self.config.num_compress :, :].float()
 
     def soft_prompts(self, h: torch.Tensor) -> torch.Tensor:

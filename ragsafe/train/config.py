@@ -1,0 +1,53 @@
+"""Training configuration: one dataclass, one place for every default (the CLI maps flags onto it)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ragsafe.model.chat import GenerationSettings
+from ragsafe.train.generate import DEFAULT_POLICY
+
+
+@dataclass
+class TrainConfig:
+    out: Path = Path("runs/default")
+    backbone: str = "default"
+    teacher: str = "minilm"
+    domain: str | None = "default"
+    queries_file: Path | None = None
+    data_dir: Path | None = None
+    policy: str | None = DEFAULT_POLICY
+    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=40))
+    gen_batch_size: int = 32
+    max_queries: int | None = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    # model shape
+    num_tokens: int = 10
+    num_compress: int = 10
+    max_length: int = 512
+    # stage 1: the heads (R, A) on cached compression states of the initial tokens
+    head_steps: int = 3000
+    head_lr: float = 2e-3
+    head_batch_size: int = 128
+    # stage 2: tokens + heads through the frozen backbone
+    steps: int = 200
+    lr: float = 5e-4
+    batch_size: int = 16
+    warmup: int = 20
+    grad_clip: float = 1.0
+    weight_decay: float = 0.01
+    # losses
+    w_align: float = 1.0
+    w_contrast: float = 1.0
+    w_recon: float = 0.0
+    temperature: float = 0.05
+    duplicate_threshold: float = 0.95
+    recon_tokens: int = 32
+    checkpoint_every: int = 25
+    instructions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}

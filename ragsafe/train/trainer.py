@@ -1,0 +1,373 @@
+"""The training loop (method.md §4-§5), shaped for a CPU.
+
+1. data: queries (a domain pack or the user's file, benchmark queries removed) -> the backbone's
+   responses under the response policy (cached) -> teacher vectors of the responses (cached).
+2. prefix cache: one frozen pass per query stores the KV cache of its text (see prefix_store.py),
+   and yields the compression states of the initial tokens.
+3. stage 1, heads: R and A fitted on those cached states (the tokens held at their initialisation).
+   Seconds per thousand steps, so the heads see many epochs; the tokens start stage 2 from a map
+   that already points into the teacher's space instead of from a random one.
+4. stage 2, tokens + heads: every step runs only the K token positions on top of the cached
+   prefixes, with autograd; AdamW, warmup + linear decay, gradient clipping.
+
+All trainable tensors are float32. Checkpoints (tokens/R/A + optimiser moments + step) are written
+every `checkpoint_every` steps and on Ctrl-C; `resume=True` continues from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ragsafe.embedders.teacher import TeacherEmbedder
+from ragsafe.model.backbone import Backbone, load_backbone
+from ragsafe.model.checkpoint import load_checkpoint, save_checkpoint
+from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+from ragsafe.progress import make_progress
+from ragsafe.train.config import TrainConfig
+from ragsafe.train.domains import DomainPack
+from ragsafe.train.generate import generate_responses
+from ragsafe.train.losses import alignment_loss, contrastive_loss, reconstruction_loss
+from ragsafe.train.prefix_store import PrefixStore
+from ragsafe.train.queries import Query, deduplicate, exclude_held_out, read_queries, sample
+from ragsafe.train.teacher import TargetCache
+
+DEFAULT_INSTRUCTIONS = {
+    "query": "Write a passage that answers this request:",
+    "document": "Summarize the following passage:",
+}
+
+
+@dataclass
+class Examples:
+    queries: list[Query]
+    responses: list[str]
+    refused: list[bool]
+    targets: np.ndarray
+    student_texts: list[str]
+    train_idx: list[int]
+    val_idx: list[int]
+    counts: dict[str, int]
+
+
+def collect_queries(cfg: TrainConfig) -> tuple[list[Query], dict[str, int], dict[str, str]]:
+    """The training queries, their counts per source, and the instructions the domain asks for."""
+    if cfg.queries_file:
+        texts = read_queries(cfg.queries_file)
+        queries, dropped = exclude_held_out(deduplicate([Query(t, str(cfg.queries_file)) for t in texts]), cfg.data_dir)
+        counts = {str(cfg.queries_file): len(texts), "dropped: benchmark queries": dropped, "total": len(queries)}
+        instructions = dict(DEFAULT_INSTRUCTIONS)
+    else:
+        pack = DomainPack.load(cfg.domain or "default")
+        queries, counts = pack.collect(cfg.data_dir, cfg.seed)
+        instructions = {**DEFAULT_INSTRUCTIONS, **pack.instructions}
+    instructions.update(cfg.instructions)
+    if cfg.max_queries:
+        queries = sample(queries, cfg.max_queries, cfg.seed)
+        counts["total"] = len(queries)
+    if len(queries) < 4:
+        raise ValueError(f"Only {len(queries)} usable training queries; at least 4 are needed.")
+    return queries, counts, instructions
+
+
+def prepare_examples(cfg: TrainConfig, backbone: Backbone, teacher: TeacherEmbedder) -> tuple[Examples, dict]:
+    queries, counts, instructions = collect_queries(cfg)
+    rows = generate_responses(
+        backbone, [q.text for q in queries], cfg.out / "responses.jsonl", cfg.policy, cfg.generation, cfg.gen_batch_size
+    )
+    responses = [r["response"] for r in rows]
+    # An empty response has no meaning to align to; keep it out of training.
+    keep = [i for i, r in enumerate(responses) if r.strip()]
+    queries, responses = [queries[i] for i in keep], [responses[i] for i in keep]
+    refused = [rows[i]["refused"] for i in keep]
+    targets = TargetCache(cfg.out / f"targets-{teacher.spec.replace('/', '_')}.npz", teacher).targets(responses)
+    order = list(range(len(queries)))
+    random.Random(cfg.seed).shuffle(order)
+    n_val = max(2, int(round(cfg.val_fraction * len(order))))
+    prefix = instructions.get("query")
+    student = [f"{prefix} {q.text}" if prefix else q.text for q in queries]
+    counts["empty responses dropped"] = len(rows) - len(keep)
+    ex = Examples(queries, responses, refused, targets, student, sorted(order[n_val:]), sorted(order[:n_val]), counts)
+    return ex, instructions
+
+
+def lr_at(step: int, total: int, warmup: int) -> float:
+    """Linear warmup to 1, then linear decay to 0.1 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.1, 1 - 0.9 * (step - warmup) / max(1, total - warmup))
+
+
+def make_loss(cfg: TrainConfig):
+    def loss_fn(e: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        align = alignment_loss(e, t)
+        contrast = contrastive_loss(e, t, cfg.temperature, cfg.duplicate_threshold)
+        total = cfg.w_align * align + cfg.w_contrast * contrast
+        return total, {"align": align.item(), "contrast": contrast.item()}
+
+    return loss_fn
+
+
+@torch.no_grad()
+def validation_metrics(e: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
+    """method.md §4.3 diagnostics + a retrieval check that catches collapse: each query must find its
+    own response vector among all validation responses (recall@1, MRR).
+    """
+    e, t = F.normalize(e.float(), dim=-1), F.normalize(t.float(), dim=-1)
+    sims = e @ t.T
+    n = e.shape[0]
+    diag = sims.diag()
+    off = (sims.sum() - diag.sum()) / max(1, n * n - n)
+    pair = e @ e.T
+    pairwise = (pair.sum() - pair.diag().sum()) / max(1, n * n - n)
+    ranks = (sims >= diag.unsqueeze(1)).sum(dim=1)  # includes itself; a tie counts against the query
+    return {
+        "val_cos": float(diag.mean()),
+        "val_cos_others": float(off),
+        "val_pairwise_cos": float(pairwise),
+        "val_recall@1": float((ranks == 1).float().mean()),
+        "val_mrr": float((1.0 / ranks.float()).mean()),
+    }
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, backbone: Backbone | None = None, teacher: TeacherEmbedder | None = None):
+        self.cfg = cfg
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        self.backbone = backbone or load_backbone(cfg.backbone)
+        self.teacher = teacher or TeacherEmbedder(cfg.teacher)
+        self.history: list[dict] = []
+        self.on_step: Callable[[int], None] | None = None  # called after each stage-2 step (tests, monitoring)
+
+    # ---------------------------------------------------------------- data
+    def prepare(self) -> None:
+        torch.manual_seed(self.cfg.seed)
+        self.examples, self.instructions = prepare_examples(self.cfg, self.backbone, self.teacher)
+        gen_cfg = GenConfig(
+            out_dim=self.teacher.dim,
+            num_tokens=self.cfg.num_tokens,
+            num_compress=self.cfg.num_compress,
+            max_length=self.cfg.max_length,
+            seed=self.cfg.seed,
+        )
+        self.encoder = GenEncoder(self.backbone, gen_cfg)
+        self.store = PrefixStore(self.encoder, self.examples.student_texts, self.cfg.out / "prefix").build()
+        self.targets = torch.from_numpy(self.examples.targets)
+        tokenizer = self.backbone.tokenizer
+        eos = self.backbone.eos_token_ids[0]
+        self.response_ids = [
+            tokenizer(r, add_special_tokens=False)["input_ids"][: self.cfg.recon_tokens - 1] + [eos]
+            for r in self.examples.responses
+        ]
+        ex = self.examples
+        baseline = self.teacher.embed([ex.queries[i].text for i in ex.val_idx])
+        self.teacher_query_reference = validation_metrics(
+            torch.from_numpy(baseline), self.targets[ex.val_idx]
+        )  # how well the teacher's own query embedding predicts the response: the bar to beat
+
+    def _recon(self, s: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        rows = [self.response_ids[i] for i in indices]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.backbone.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for row, r in enumerate(rows):  # right padding: the response follows the soft prompt directly
+            ids[row, : len(r)] = torch.tensor(r)
+            mask[row, : len(r)] = 1
+        device = self.backbone.device
+        return reconstruction_loss(self.backbone, s, ids.to(device), mask.to(device))
+
+    def _states(self, indices: list[int], grad: bool, chunk: int = 32) -> torch.Tensor:
+        parts = []
+        for start in range(0, len(indices), chunk):
+            with torch.set_grad_enabled(grad):
+                parts.append(self.store.token_states(indices[start : start + chunk]))
+        return torch.cat(parts)
+
+    def evaluate(self) -> dict[str, float]:
+        val = self.examples.val_idx
+        with torch.no_grad():
+            s = self.encoder.soft_prompts(self._states(val, grad=False))
+            e = self.encoder.pool(s)
+            metrics = validation_metrics(e, self.targets[val])
+            loss, parts = make_loss(self.cfg)(e, self.targets[val])
+            if self.cfg.w_recon > 0:  # on a fixed slice: the decoder pass is the expensive part
+                parts["recon"] = float(self._recon(s[:32], val[:32]))
+        return {**metrics, "val_loss": float(loss), **{f"val_{k}": v for k, v in parts.items()}}
+
+    # ---------------------------------------------------------------- stage 1
+    def fit_heads(self) -> None:
+        """R and A on the cached mean compression states of the initial tokens (e = A(R(mean h)))."""
+        cfg, ex = self.cfg, self.examples
+        if cfg.head_steps <= 0:
+            return
+        mean_h = self._states(list(range(len(ex.queries))), grad=False).mean(dim=1)
+        params = list(self.encoder.R.parameters()) + list(self.encoder.A.parameters())
+        opt = torch.optim.AdamW(params, lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+        # Standardise h: the backbone's last-layer states have a few huge outlier dimensions (norm ~190
+        # here); without this the first hundreds of steps only shrink the output norm.
+        mu, sd = mean_h[ex.train_idx].mean(0), mean_h[ex.train_idx].std(0).clamp(min=1e-3)
+        with torch.no_grad():  # fold the standardisation into R so e = A(R(mean h)) stays exact
+            self.encoder.R.weight.div_(sd.unsqueeze(0))
+            self.encoder.R.bias.sub_(self.encoder.R.weight @ mu)
+        loss_fn = make_loss(cfg)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        train = torch.tensor(ex.train_idx)
+        with make_progress(transient=False) as progress:
+            task = progress.add_task("stage 1: heads", total=cfg.head_steps, info="")
+            for step in range(cfg.head_steps):
+                batch = train[torch.randperm(len(train), generator=gen)[: cfg.head_batch_size]]
+                for group in opt.param_groups:
+                    group["lr"] = cfg.head_lr * lr_at(step, cfg.head_steps, cfg.warmup)
+                e = self.encoder.A(self.encoder.R(mean_h[batch]))
+                loss, parts = loss_fn(e, self.targets[batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if step % 100 == 0 or step == cfg.head_steps - 1:
+                    with torch.no_grad():
+                        val = validation_metrics(
+                            self.encoder.A(self.encoder.R(mean_h[ex.val_idx])), self.targets[ex.val_idx]
+                        )
+                    self.history.append({"stage": 1, "step": step, "loss": float(loss), **parts, **val})
+                    progress.update(
+                        task, info=f"loss {float(loss):.3f} val_cos {val['val_cos']:.3f} r@1 {val['val_recall@1']:.2f}"
+                    )
+                progress.advance(task)
+
+    # ---------------------------------------------------------------- stage 2
+    def _state_path(self) -> Path:
+        return self.cfg.out / "trainer_state"
+
+    def _save_state(self, opt: torch.optim.Optimizer, step: int) -> None:
+        folder = self._state_path()
+        save_checkpoint(self.encoder, folder / "model", extra={"instructions": self.instructions})
+        tensors = {}
+        names = dict(self.encoder.named_parameters())
+        for name, param in names.items():
+            state = opt.state.get(param, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    tensors[f"{name}.{key}"] = state[key].contiguous()
+        save_file(tensors, str(folder / "optimizer.safetensors.tmp"))
+        (folder / "optimizer.safetensors.tmp").replace(folder / "optimizer.safetensors")
+        (folder / "progress.json").write_text(json.dumps({"step": step, "history": self.history}, indent=2))
+
+    def _load_state(self, opt: torch.optim.Optimizer) -> int:
+        folder = self._state_path()
+        if not (folder / "progress.json").is_file():
+            return 0
+        loaded = load_checkpoint(folder / "model", self.backbone)
+        self.encoder.load_state_dict(loaded.state_dict())
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+        progress = json.loads((folder / "progress.json").read_text())
+        for name, param in self.encoder.named_parameters():
+            if f"{name}.exp_avg" in tensors:
+                opt.state[param] = {
+                    "step": torch.tensor(float(progress["step"])),
+                    "exp_avg": tensors[f"{name}.exp_avg"],
+                    "exp_avg_sq": tensors[f"{name}.exp_avg_sq"],
+                }
+        self.history = progress["history"]
+        return int(progress["step"])
+
+    def train_tokens(self, resume: bool = False) -> int:
+        cfg, ex = self.cfg, self.examples
+        opt = torch.optim.AdamW(self.encoder.parameters(), lr=cfg.lr, weight_decay=0.0)
+        step = self._load_state(opt) if resume else 0
+        loss_fn = make_loss(cfg)
+        rng = random.Random(cfg.seed + step)
+        interrupted = False
+
+        def on_sigint(signum, frame):  # finish the step, save, stop
+            nonlocal interrupted
+            interrupted = True
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            with make_progress(transient=False) as progress:
+                task = progress.add_task("stage 2: tokens", total=cfg.steps, completed=step, info="")
+                while step < cfg.steps and not interrupted:
+                    batch = rng.sample(ex.train_idx, min(cfg.batch_size, len(ex.train_idx)))
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup)
+                    s = self.encoder.soft_prompts(self.store.token_states(batch))
+                    loss, parts = loss_fn(self.encoder.pool(s), self.targets[batch])
+                    if cfg.w_recon > 0:
+                        recon = self._recon(s, batch)
+                        loss = loss + cfg.w_recon * recon
+                        parts["recon"] = recon.item()
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.grad_clip)
+                    opt.step()
+                    step += 1
+                    record = {"stage": 2, "step": step, "loss": float(loss), **parts}
+                    self.history.append(record)
+                    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                        record.update(self.evaluate())
+                        self._save_state(opt, step)
+                    info = f"loss {float(loss):.3f}"
+                    if "val_cos" in record:
+                        info += f" val_cos {record['val_cos']:.3f} r@1 {record['val_recall@1']:.2f}"
+                    progress.update(task, advance=1, info=info)
+                    if self.on_step:
+                        self.on_step(step)
+            if interrupted:
+                self._save_state(opt, step)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return step
+
+    # ---------------------------------------------------------------- all
+    def run(self, resume: bool = False) -> Path:
+        start = time.time()
+        self.prepare()
+        initial = self.evaluate()
+        resumed = resume and (self._state_path() / "progress.json").is_file()
+        if not resumed:
+            self.fit_heads()
+        after_heads = self.evaluate()
+        steps_done = self.train_tokens(resume=resume)
+        final = self.evaluate()
+        ex = self.examples
+        card = {
+            "backbone": self.backbone.name,
+            "teacher": self.teacher.spec,
+            "policy": self.cfg.policy,
+            "data": ex.counts,
+            "train_examples": len(ex.train_idx),
+            "val_examples": len(ex.val_idx),
+            "refusal_rate_train_responses": round(float(np.mean(ex.refused)), 3),
+            "stage1_head_steps": self.cfg.head_steps if not resumed else "from checkpoint",
+            "stage2_steps": steps_done,
+            "wall_seconds_this_run": round(time.time() - start, 1),
+            "validation": {
+                "untrained": initial,
+                "after_heads": after_heads,
+                "final": final,
+                "teacher_query_reference": self.teacher_query_reference,
+            },
+            "config": self.cfg.to_dict(),
+        }
+        out = self.cfg.out / "checkpoint"
+        save_checkpoint(self.encoder, out, extra={"instructions": self.instructions, "card": card})
+        (self.cfg.out / "history.json").write_text(json.dumps(self.history, indent=1))
+        if steps_done < self.cfg.steps:
+            card["note"] = f"interrupted at step {steps_done}; rerun with --resume"
+        return out
+
+
+def describe(metrics: dict[str, float]) -> str:
+    keys = ("val_cos", "val_cos_others", "val_pairwise_cos", "val_recall@1", "val_mrr")
+    return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics and not math.isnan(metrics[k]))

@@ -1,0 +1,225 @@
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ragsafe.datadir import DataError, resolve_data_dir
+from ragsafe.model.chat import GenerationSettings
+from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+from ragsafe.train.config import TrainConfig
+from ragsafe.train.generate import generate_responses, looks_like_refusal, read_cache
+from ragsafe.train.losses import alignment_loss, contrastive_loss, reconstruction_loss
+from ragsafe.train.queries import Query, QueryFileError, exclude_held_out, read_queries
+from ragsafe.train.trainer import Trainer, validation_metrics
+
+WORKER = Path(__file__).parent / "_worker.py"
+
+
+def has_data() -> bool:
+    try:
+        resolve_data_dir(None)
+        return True
+    except DataError:
+        return False
+
+
+# ------------------------------------------------------------------ losses
+def test_alignment_loss_is_one_minus_cosine():
+    e, t = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    assert alignment_loss(e, t).item() == pytest.approx((0 + 1) / 2)
+
+
+def test_contrastive_loss_masks_duplicate_targets():
+    e = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # rows 0 and 1 share a target (same refusal)
+    masked = contrastive_loss(e, t, temperature=1.0, duplicate_threshold=0.95)
+    unmasked = contrastive_loss(e, t, temperature=1.0, duplicate_threshold=2.0)
+    assert masked < unmasked
+    # by hand for row 2: logits [0, 0.0995..., 1] / 1 -> -log softmax at index 2
+    en = torch.nn.functional.normalize(e, dim=-1)
+    row2 = en[2] @ torch.nn.functional.normalize(t, dim=-1).T
+    assert torch.isclose(
+        -torch.log_softmax(row2, 0)[2], torch.nn.functional.cross_entropy((en @ t.T)[2:3], torch.tensor([2]))
+    )
+
+
+def test_reconstruction_loss_falls_when_the_soft_prompt_is_optimised(qwen_tiny):
+    ids = qwen_tiny.tokenizer(["the cat sat on the mat"], return_tensors="pt")["input_ids"]
+    mask = torch.ones_like(ids)
+    torch.manual_seed(0)
+    # not zeros: RMSNorm makes the loss flat (and undefined in direction) at s = 0
+    s = torch.randn(1, 4, qwen_tiny.hidden_size).requires_grad_(True)
+    opt = torch.optim.Adam([s], lr=0.1)
+    first = None
+    for _ in range(40):
+        loss = reconstruction_loss(qwen_tiny, s, ids, mask, chunk=3)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first - 0.2
+
+
+def test_validation_metrics_detect_collapse():
+    t = torch.eye(4)
+    good = validation_metrics(t.clone(), t)
+    collapsed = validation_metrics(torch.ones(4, 4), t)
+    assert good["val_recall@1"] == 1.0 and good["val_mrr"] == 1.0
+    assert collapsed["val_recall@1"] == 0.0 and collapsed["val_pairwise_cos"] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ queries
+def test_read_queries_formats(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"question": "q1"}\n\n{"instruction": "q2"}\n{"turns": ["q3", "x"]}\n')
+    (tmp_path / "b.json").write_text(json.dumps(["q4", {"prompt": "q5"}]))
+    (tmp_path / "c.csv").write_text("id,goal\n1,q6\n2,\n")
+    (tmp_path / "d.txt").write_text("q7\n\n  q8  \n")
+    with gzip.open(tmp_path / "e.jsonl.gz", "wt") as f:
+        f.write('{"query": "q9"}\n')
+    got = [q for name in ["a.jsonl", "b.json", "c.csv", "d.txt", "e.jsonl.gz"] for q in read_queries(tmp_path / name)]
+    assert got == [f"q{i}" for i in range(1, 10)]
+
+
+def test_read_queries_errors(tmp_path):
+    with pytest.raises(QueryFileError, match="does not exist"):
+        read_queries(tmp_path / "missing.txt")
+    (tmp_path / "bad.jsonl").write_text('{"query": "ok"}\n{broken\n')
+    with pytest.raises(QueryFileError, match="bad.jsonl:2"):
+        read_queries(tmp_path / "bad.jsonl")
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(QueryFileError, match="no column"):
+        read_queries(tmp_path / "x.csv")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(QueryFileError, match="UTF-8"):
+        read_queries(tmp_path / "bin.txt")
+    (tmp_path / "q.parquet").write_text("x")
+    with pytest.raises(QueryFileError, match="unsupported"):
+        read_queries(tmp_path / "q.parquet")
+
+
+@pytest.mark.skipif(not has_data(), reason="needs the data dir")
+def test_benchmark_queries_are_filtered_out():
+    goal = read_queries(resolve_data_dir(None) / "advbench_ir/harmful_behaviors.csv", "goal")[0]
+    xstest = read_queries(resolve_data_dir(None) / "safety/xstest/xstest_prompts.csv", "prompt")[0]
+    variants = [Query(goal.upper() + "!!", "a"), Query(xstest, "b"), Query("how do trees grow", "c")]
+    kept, dropped = exclude_held_out(variants, None)
+    assert dropped == 2 and [q.text for q in kept] == ["how do trees grow"]
+
+
+@pytest.mark.skipif(not has_data(), reason="needs the data dir")
+def test_default_domain_pack_has_no_benchmark_query():
+    from ragsafe.train.domains import DomainPack
+    from ragsafe.train.queries import held_out_texts, normalise
+
+    queries, counts = DomainPack.load("default").collect(None)
+    banned = held_out_texts(None)
+    assert counts["total"] == len(queries) > 1000
+    assert not any(normalise(q.text) in banned for q in queries)
+
+
+# ------------------------------------------------------------------ generation cache
+def test_refusal_heuristic():
+    assert looks_like_refusal("I'm sorry, but I can't assist with that.")
+    assert not looks_like_refusal("Paris is the capital of France.")
+
+
+def test_generation_cache_is_reused_and_keyed_by_policy(qwen_tiny, tmp_path):
+    settings = GenerationSettings(max_new_tokens=4)
+    path = tmp_path / "r.jsonl"
+    rows = generate_responses(qwen_tiny, ["a", "b", "a"], path, "p1", settings, batch_size=2, show_progress=False)
+    assert [r["query"] for r in rows] == ["a", "b", "a"] and len(read_cache(path)) == 2
+    calls = []
+    generate_responses(qwen_tiny, ["a", "b"], path, "p1", settings, on_batch=calls.append, show_progress=False)
+    assert calls == []  # everything cached
+    generate_responses(qwen_tiny, ["a"], path, "p2", settings, show_progress=False)
+    assert len(read_cache(path)) == 3
+
+
+def test_kill_9_during_generation_then_resume(tmp_path):
+    path = tmp_path / "r.jsonl"
+    killed = subprocess.run([sys.executable, str(WORKER), "generate", str(path), "2"], capture_output=True)
+    assert killed.returncode == -9
+    partial = read_cache(path)
+    assert 0 < len(partial) < 20
+    with path.open("a") as f:
+        f.write('{"key": "torn')  # a write cut off mid-line
+    done = subprocess.run([sys.executable, str(WORKER), "generate", str(path), "0"], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 20 and len({r["key"] for r in lines}) == 20  # none lost, none duplicated
+    assert all(partial[k] == next(r for r in lines if r["key"] == k) for k in partial)
+
+
+# ------------------------------------------------------------------ trainer
+def test_both_losses_fall_on_the_tiny_model(qwen_tiny, teacher, tmp_path):
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(f"question {i} about {w}" for i, w in enumerate(["cats", "dogs", "rain", "tea"] * 3)))
+    cfg = TrainConfig(
+        out=tmp_path / "run",
+        queries_file=qfile,
+        generation=GenerationSettings(max_new_tokens=10, do_sample=True, temperature=1.0, top_p=1.0),
+        head_steps=0,
+        steps=25,
+        batch_size=8,
+        lr=1e-2,
+        warmup=1,
+        w_recon=1.0,
+        val_fraction=0.2,
+        checkpoint_every=100,
+    )
+    trainer = Trainer(cfg, qwen_tiny, teacher)
+    trainer.prepare()
+    trainer.examples.train_idx = trainer.examples.train_idx[:8]  # full-batch: a deterministic objective
+    trainer.train_tokens()
+    steps = [h for h in trainer.history if h["stage"] == 2]
+    assert steps[-1]["recon"] < steps[0]["recon"] - 0.1
+    assert steps[-1]["align"] < steps[0]["align"] - 0.1
+
+
+def test_run_writes_a_loadable_checkpoint_with_a_card(qwen_tiny, teacher, tmp_path):
+    from ragsafe.model.checkpoint import load_checkpoint, read_config
+
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(f"tell me about item {i}" for i in range(12)))
+    cfg = TrainConfig(
+        out=tmp_path / "run",
+        queries_file=qfile,
+        generation=GenerationSettings(max_new_tokens=5),
+        head_steps=20,
+        steps=3,
+        batch_size=4,
+        checkpoint_every=2,
+        warmup=1,
+    )
+    out = Trainer(cfg, qwen_tiny, teacher).run()
+    card = read_config(out)["card"]
+    assert card["stage2_steps"] == 3 and card["train_examples"] + card["val_examples"] == 12
+    assert set(card["validation"]) == {"untrained", "after_heads", "final", "teacher_query_reference"}
+    enc = load_checkpoint(out, qwen_tiny)
+    assert enc.encode(["x"]).shape == (1, teacher.dim)
+    assert read_config(out)["instructions"]["query"]
+
+
+def test_kill_9_during_training_then_resume(tmp_path):
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, str(WORKER), "train", str(out), "5"], capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    progress = json.loads((out / "trainer_state" / "progress.json").read_text())
+    assert progress["step"] == 4  # last checkpoint before the kill (every 2 steps)
+    done = subprocess.run([sys.executable, str(WORKER), "train", str(out), "0"], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    history = json.loads((out / "history.json").read_text())
+    steps = [h["step"] for h in history if h["stage"] == 2]
+    assert steps == list(range(1, 9))  # each step exactly once
+    assert (out / "checkpoint" / "gen.safetensors").is_file()
+
+
+def test_gen_config_from_trainer_matches_teacher(qwen_tiny, teacher):
+    enc = GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim))
+    assert enc.encode(["x"]).shape[1] == teacher.dim == 384
+    assert np.isfinite(enc.encode([""])).all()
