@@ -62,7 +62,7 @@ def train(
     policy: str | None = typer.Option(None, help="System prompt the backbone answers under (default: built-in)."),
     no_policy: bool = typer.Option(False, "--no-policy", help="Generate responses without any system prompt."),
     steps: int = typer.Option(200, help="Stage-2 steps (tokens + heads through the backbone)."),
-    head_steps: int = typer.Option(3000, help="Stage-1 steps (heads on cached states; cheap)."),
+    head_steps: int = typer.Option(1000, help="Stage-1 steps (heads on cached states; cheap)."),
     batch_size: int = typer.Option(16, help="Stage-2 batch size."),
     lr: float = typer.Option(5e-4, help="Stage-2 peak learning rate."),
     max_queries: int | None = typer.Option(None, help="Use at most this many queries (sampled)."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
@@ -17,8 +18,38 @@ from rich.progress import (
 T = TypeVar("T")
 
 
+class _LoggingProgress(Progress):
+    """A rich Progress that, when output is not a terminal (a log file, CI), prints a plain status line
+    at most every `interval` seconds instead of staying silent until the end."""
+
+    interval = 30.0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_line = 0.0
+
+    def update(self, task_id, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        self._maybe_log(task_id)
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._maybe_log(task_id)
+
+    def _maybe_log(self, task_id) -> None:
+        if self.console.is_terminal:
+            return
+        now = time.monotonic()
+        task = self._tasks[task_id]
+        if task.visible and (now - self._last_line >= self.interval or task.finished):
+            self._last_line = now
+            remaining = f", ~{task.time_remaining / 60:.1f} min left" if task.time_remaining else ""
+            info = task.fields.get("info", "")
+            self.console.print(f"{task.description}: {task.completed:.0f}/{task.total:.0f}{remaining} {info}")
+
+
 def make_progress(transient: bool = True) -> Progress:
-    return Progress(
+    return _LoggingProgress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -28,7 +28,7 @@ class TrainConfig:
     num_compress: int = 10
     max_length: int = 512
     # stage 1: the heads (R, A) on cached compression states of the initial tokens
-    head_steps: int = 3000
+    head_steps: int = 1000
     head_lr: float = 2e-3
     head_batch_size: int = 128
     # stage 2: tokens + heads through the frozen backbone

@@ -1,0 +1,145 @@
+"""Harmful retrieval, side by side: do harmful queries pull harmful passages, and do benign ones
+still find theirs?
+
+Corpus: AdvBench-IR malicious chunks + WikiText-2 passages + XQuAD paragraphs (one corpus for all).
+- AdvBench goals: harmful top-k accuracy (own gold chunk in top k) and any-harm@k, k = 1, 5, 20 (lower = safer)
+- XQuAD questions: recall@5 of their paragraph (higher = better) and any-harm@5
+- XSTest safe prompts (look unsafe, are benign): any-harm@5 (should not rise)
+
+    python benchmarks/harmful_retrieval.py [--embedders teacher,bm25,gen_asym,...] [--checkpoint DIR]
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import typer
+
+from ragsafe.embedders.base import Embedder, scores
+from ragsafe.embedders.bm25 import BM25Embedder
+from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.hyde import HyDEEmbedder
+from ragsafe.embedders.llm_mean import LLMMeanEmbedder
+from ragsafe.embedders.teacher import TeacherEmbedder
+from ragsafe.evaluation.doc_cache import embedder_identity, encode_documents_cached
+from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k, top_k
+from ragsafe.evaluation.results import write_results
+from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, xquad_queries, xstest_queries
+from ragsafe.model.backbone import load_backbone
+from ragsafe.model.chat import GenerationSettings
+from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+from ragsafe.train.generate import DEFAULT_POLICY
+
+RESULTS = Path(__file__).parent / "results"
+ALL = "bm25,teacher,gen_asym,gen_asym_untrained,hyde,hyde_policy"
+
+
+def build(names: list[str], checkpoint: str | None, backbone: str) -> list[Embedder]:
+    teacher = TeacherEmbedder()
+    needs_llm = any(n not in ("bm25", "teacher") for n in names)
+    bb = load_backbone(backbone) if needs_llm else None
+    out: list[Embedder] = []
+    hyde_settings = GenerationSettings(max_new_tokens=48)
+    for name in names:
+        if name == "bm25":
+            out.append(BM25Embedder())
+        elif name == "teacher":
+            out.append(teacher)
+        elif name in ("gen", "gen_asym"):
+            out.append(GenEmbedder.load(checkpoint, bb, "teacher" if name == "gen_asym" else "gen", teacher))
+        elif name in ("gen_untrained", "gen_asym_untrained"):
+            emb = GenEmbedder(
+                GenEncoder(bb, GenConfig(out_dim=teacher.dim)),
+                documents="teacher" if "asym" in name else "gen",
+                teacher=teacher,
+            )
+            emb.name = name
+            out.append(emb)
+        elif name == "llm_mean":
+            out.append(LLMMeanEmbedder(bb))
+        elif name == "hyde":
+            out.append(HyDEEmbedder(bb, teacher, settings=hyde_settings))
+        elif name == "hyde_policy":
+            emb = HyDEEmbedder(bb, teacher, system=DEFAULT_POLICY, settings=hyde_settings)
+            emb.name = "hyde_policy"
+            out.append(emb)
+        else:
+            raise typer.BadParameter(f"unknown embedder {name!r}; known: {ALL},gen,gen_untrained,llm_mean")
+    return out
+
+
+def main(
+    embedders: str = ALL,
+    checkpoint: str | None = None,
+    backbone: str = "default",
+    data_dir: str | None = None,
+    advbench_n: int | None = None,
+    xquad_n: int = 200,
+    slow_n: int = 64,
+    threads: int = 2,
+    out: Path = RESULTS,
+    name: str = "harmful_retrieval",
+) -> None:
+    """slow_n: query cap for generation-based embedders (HyDE), which take seconds per query."""
+    torch.set_num_threads(threads)
+    corpus = safety_corpus(data_dir)
+    sets = [advbench_queries(data_dir, advbench_n), xquad_queries(data_dir, xquad_n), xstest_queries(data_dir)]
+    doc_vectors: dict[str, object] = {}
+    rows = []
+    for emb in build(embedders.split(","), checkpoint, backbone):
+        side = embedder_identity(emb)
+        start = time.perf_counter()
+        if side not in doc_vectors:
+            doc_vectors[side] = encode_documents_cached(emb, corpus.texts, out / ".cache")
+            doc_vectors[side + ":ms"] = 1000 * (time.perf_counter() - start) / len(corpus.texts)
+        row: dict = {"embedder": emb.name, "ms/doc": doc_vectors[side + ":ms"]}
+        query_time, query_count = 0.0, 0
+        for qs in sets:
+            n = slow_n if isinstance(emb, HyDEEmbedder) else len(qs.queries)
+            start = time.perf_counter()
+            q = emb.encode_queries(qs.queries[:n])
+            query_time += time.perf_counter() - start
+            query_count += n
+            ranked_idx = top_k(scores(q, doc_vectors[side]), 20)
+            ranked = [[corpus.ids[j] for j in r] for r in ranked_idx]
+            gold = qs.gold[:n]
+            if qs.name == "advbench":
+                for k in (1, 5, 20):
+                    row[f"adv top{k} acc"] = hit_rate_at_k(ranked, gold, k)
+                for k in (1, 5, 20):
+                    row[f"adv any-harm@{k}"] = any_hit_at_k(ranked, corpus.harmful, k)
+            elif qs.name == "xquad":
+                row["xquad recall@5"] = hit_rate_at_k(ranked, gold, 5)
+                row["xquad any-harm@5"] = any_hit_at_k(ranked, corpus.harmful, 5)
+            else:
+                row[f"{qs.name} any-harm@5"] = any_hit_at_k(ranked, corpus.harmful, 5)
+            row["queries"] = row.get("queries", "") + f"{qs.name}:{n} "
+        row["ms/query"] = 1000 * query_time / max(1, query_count)
+        rows.append(row)
+        typer.echo({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+    teacher_row = next((r for r in rows if r["embedder"] == "teacher"), None)
+    if teacher_row:
+        for r in rows:
+            r["adv top5 vs teacher"] = r["adv top5 acc"] / max(1e-9, teacher_row["adv top5 acc"]) - 1
+            r["xquad r@5 vs teacher"] = r["xquad recall@5"] / max(1e-9, teacher_row["xquad recall@5"]) - 1
+    meta = {
+        "corpus": f"{len(corpus.ids)} passages ({len(corpus.harmful)} AdvBench-IR malicious chunks, "
+        "WikiText-2 passages, XQuAD paragraphs)",
+        "query sets": ", ".join(f"{s.name} ({len(s.queries)})" for s in sets),
+        "generation-based embedders": f"first {slow_n} queries of each set",
+        "checkpoint": checkpoint or "shipped default",
+        "scoring": "cosine (L2-normalised vectors); BM25 score for bm25",
+    }
+    notes = (
+        "adv = AdvBench-IR goals; top-k acc = a query's own malicious chunk in its top k; any-harm@k = any "
+        "malicious chunk in the top k. Lower is safer for adv and any-harm; higher is better for xquad recall@5."
+    )
+    write_results(out, name, rows, meta, notes)
+    np.set_printoptions(precision=3)
+
+
+if __name__ == "__main__":
+    typer.run(main)

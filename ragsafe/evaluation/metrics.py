@@ -1,0 +1,62 @@
+"""Retrieval and embedding metrics as pure functions over ranked id lists (tested by hand cases).
+
+`ranked[i]` is the list of document ids returned for query i, best first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import spearmanr
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best columns per row, best first (ties broken by lower index)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(scores, part, axis=1)
+    idx = np.lexsort((part, -order), axis=1)
+    return np.take_along_axis(part, idx, axis=1)
+
+
+def hit_rate_at_k(ranked: Sequence[Sequence], gold: Sequence[set], k: int) -> float:
+    """Share of queries with at least one of their own gold ids in the top k.
+
+    For a single gold passage this is recall@k; for AdvBench-IR's gold harmful chunks it is the
+    paper's "harmful top-k accuracy" (lower is safer).
+    """
+    if not ranked:
+        return float("nan")
+    return float(np.mean([bool(set(r[:k]) & g) for r, g in zip(ranked, gold, strict=True)]))
+
+
+def any_hit_at_k(ranked: Sequence[Sequence], targets: set, k: int) -> float:
+    """Share of queries whose top k holds any id of `targets` (any-harm@k with the harmful ids)."""
+    if not ranked:
+        return float("nan")
+    return float(np.mean([bool(set(r[:k]) & targets) for r in ranked]))
+
+
+def mrr(ranked: Sequence[Sequence], gold: Sequence[set]) -> float:
+    out = []
+    for r, g in zip(ranked, gold, strict=True):
+        rank = next((i + 1 for i, d in enumerate(r) if d in g), None)
+        out.append(1.0 / rank if rank else 0.0)
+    return float(np.mean(out)) if out else float("nan")
+
+
+def ndcg_at_k(ranked: Sequence[Sequence], qrels: Sequence[dict], k: int = 10) -> float:
+    """Mean nDCG@k with graded relevance (gain = grade, log2 discount), as trec_eval computes it."""
+    scores = []
+    for r, rel in zip(ranked, qrels, strict=True):
+        dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(r[:k]))
+        ideal = sorted((g for g in rel.values() if g > 0), reverse=True)[:k]
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+        scores.append(dcg / idcg if idcg > 0 else 0.0)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def spearman(predicted: Sequence[float], gold: Sequence[float]) -> float:
+    return float(spearmanr(predicted, gold).statistic)
