@@ -223,3 +223,13 @@ def test_gen_config_from_trainer_matches_teacher(qwen_tiny, teacher):
     enc = GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim))
     assert enc.encode(["x"]).shape[1] == teacher.dim == 384
     assert np.isfinite(enc.encode([""])).all()
+
+
+def test_data_parallel_with_torchrun_on_two_cpu_processes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    done = subprocess.run([*cmd, str(WORKER), "ddp", str(out), "0"], capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert (out / "rank0.sha").read_text() == (out / "rank1.sha").read_text()  # ranks stayed in sync
+    history = json.loads((out / "history.json").read_text())
+    assert [h["step"] for h in history if h["stage"] == 2] == list(range(1, 9))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
 import time
@@ -141,6 +142,19 @@ def validation_metrics(e: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
     }
 
 
+def init_distributed():
+    """torch.distributed when launched by torchrun (WORLD_SIZE > 1), else None. gloo on CPU, nccl on CUDA."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return None
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, backbone: Backbone | None = None, teacher: TeacherEmbedder | None = None):
         self.cfg = cfg
@@ -148,10 +162,27 @@ class Trainer:
         self.backbone = backbone or load_backbone(cfg.backbone)
         self.teacher = teacher or TeacherEmbedder(cfg.teacher)
         self.history: list[dict] = []
+        self.dist = init_distributed()
+        self.rank = self.dist.get_rank() if self.dist else 0
+        self.world = self.dist.get_world_size() if self.dist else 1
         self.on_step: Callable[[int], None] | None = None  # called after each stage-2 step (tests, monitoring)
 
     # ---------------------------------------------------------------- data
     def prepare(self) -> None:
+        # Rank 0 generates and caches everything first; the other ranks then read the caches.
+        if self.dist and self.rank != 0:
+            self.dist.barrier()
+        self._prepare()
+        if self.dist and self.rank == 0:
+            self.dist.barrier()
+
+    def _broadcast_parameters(self) -> None:
+        """Make every rank start stage 2 from rank 0's parameters."""
+        if self.dist:
+            for param in self.encoder.parameters():
+                self.dist.broadcast(param.data, src=0)
+
+    def _prepare(self) -> None:
         torch.manual_seed(self.cfg.seed)
         self.examples, self.instructions = prepare_examples(self.cfg, self.backbone, self.teacher)
         gen_cfg = GenConfig(
@@ -286,7 +317,7 @@ class Trainer:
         opt = torch.optim.AdamW(self.encoder.parameters(), lr=cfg.lr, weight_decay=0.0)
         step = self._load_state(opt) if resume else 0
         loss_fn = make_loss(cfg)
-        rng = random.Random(cfg.seed + step)
+        rng = random.Random(cfg.seed + step + 100_003 * self.rank)  # each rank draws its own batches
         interrupted = False
 
         def on_sigint(signum, frame):  # finish the step, save, stop
@@ -309,12 +340,16 @@ class Trainer:
                         parts["recon"] = recon.item()
                     opt.zero_grad()
                     loss.backward()
+                    if self.dist:  # data parallel: average the (few, small) gradients over ranks
+                        for param in self.encoder.parameters():
+                            self.dist.all_reduce(param.grad)
+                            param.grad /= self.world
                     torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.grad_clip)
                     opt.step()
                     step += 1
                     record = {"stage": 2, "step": step, "loss": float(loss), **parts}
                     self.history.append(record)
-                    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    if self.rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                         record.update(self.evaluate())
                         self._save_state(opt, step)
                     info = f"loss {float(loss):.3f}"
@@ -323,7 +358,7 @@ class Trainer:
                     progress.update(task, advance=1, info=info)
                     if self.on_step:
                         self.on_step(step)
-            if interrupted:
+            if interrupted and self.rank == 0:
                 self._save_state(opt, step)
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -337,6 +372,7 @@ class Trainer:
         resumed = resume and (self._state_path() / "progress.json").is_file()
         if not resumed:
             self.fit_heads()
+        self._broadcast_parameters()
         after_heads = self.evaluate()
         steps_done = self.train_tokens(resume=resume)
         final = self.evaluate()
@@ -360,11 +396,12 @@ class Trainer:
             },
             "config": self.cfg.to_dict(),
         }
-        out = self.cfg.out / "checkpoint"
-        save_checkpoint(self.encoder, out, extra={"instructions": self.instructions, "card": card})
-        (self.cfg.out / "history.json").write_text(json.dumps(self.history, indent=1))
         if steps_done < self.cfg.steps:
             card["note"] = f"interrupted at step {steps_done}; rerun with --resume"
+        out = self.cfg.out / "checkpoint"
+        if self.rank == 0:
+            save_checkpoint(self.encoder, out, extra={"instructions": self.instructions, "card": card})
+            (self.cfg.out / "history.json").write_text(json.dumps(self.history, indent=1))
         return out
 
 
