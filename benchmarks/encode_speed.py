@@ -23,8 +23,9 @@ from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
 from ragsafe.embedders.teacher import TeacherEmbedder
+from ragsafe.evaluation.flops import matmul_gflops, non_embedding_params
 from ragsafe.evaluation.results import write_results
-from ragsafe.model.backbone import Backbone, load_backbone
+from ragsafe.model.backbone import load_backbone
 from ragsafe.model.chat import GenerationSettings
 
 RESULTS = Path(__file__).parent / "results"
@@ -41,23 +42,6 @@ def wiki_texts(data_dir: str | None, count: int, words: int) -> list[str]:
             if len(out) == count:
                 break
     return out
-
-
-def matmul_gflops(dtype: torch.dtype, hidden: int) -> float:
-    """Sustained GFLOPS of a large (1024 x H) @ (H x 4H) matmul, the shape that dominates a forward."""
-    x, w = torch.randn(1024, hidden, dtype=dtype), torch.randn(4 * hidden, hidden, dtype=dtype)
-    for _ in range(2):
-        torch.nn.functional.linear(x, w)
-    start, n = time.perf_counter(), 10
-    for _ in range(n):
-        torch.nn.functional.linear(x, w)
-    return 2 * 1024 * hidden * 4 * hidden * n / (time.perf_counter() - start) / 1e9
-
-
-def non_embedding_params(backbone: Backbone) -> int:
-    base = backbone.model.base_model
-    embed = base.get_input_embeddings().weight.numel()
-    return sum(p.numel() for p in base.parameters()) - embed
 
 
 def time_queries(embedder: Embedder, queries: list[str]) -> list[float]:
