@@ -14,61 +14,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import typer
 
-from ragsafe.embedders.base import Embedder, scores
-from ragsafe.embedders.bm25 import BM25Embedder
-from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
-from ragsafe.embedders.llm_mean import LLMMeanEmbedder
-from ragsafe.embedders.teacher import TeacherEmbedder
+from ragsafe.embedders.registry import build_embedders
 from ragsafe.evaluation.doc_cache import embedder_identity, encode_documents_cached
-from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k, top_k
+from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k
+from ragsafe.evaluation.ranking import rank
 from ragsafe.evaluation.results import write_results
 from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, xquad_queries, xstest_queries
-from ragsafe.model.backbone import load_backbone
-from ragsafe.model.chat import GenerationSettings
-from ragsafe.model.gen_encoder import GenConfig, GenEncoder
-from ragsafe.train.generate import DEFAULT_POLICY
 
 RESULTS = Path(__file__).parent / "results"
 ALL = "bm25,teacher,gen_asym,gen_asym_untrained,hyde,hyde_policy"
-
-
-def build(names: list[str], checkpoint: str | None, backbone: str) -> list[Embedder]:
-    teacher = TeacherEmbedder()
-    needs_llm = any(n not in ("bm25", "teacher") for n in names)
-    bb = load_backbone(backbone) if needs_llm else None
-    out: list[Embedder] = []
-    hyde_settings = GenerationSettings(max_new_tokens=48)
-    for name in names:
-        if name == "bm25":
-            out.append(BM25Embedder())
-        elif name == "teacher":
-            out.append(teacher)
-        elif name in ("gen", "gen_asym"):
-            out.append(GenEmbedder.load(checkpoint, bb, "teacher" if name == "gen_asym" else "gen", teacher))
-        elif name in ("gen_untrained", "gen_asym_untrained"):
-            emb = GenEmbedder(
-                GenEncoder(bb, GenConfig(out_dim=teacher.dim)),
-                documents="teacher" if "asym" in name else "gen",
-                teacher=teacher,
-            )
-            emb.name = name
-            out.append(emb)
-        elif name == "llm_mean":
-            out.append(LLMMeanEmbedder(bb))
-        elif name == "hyde":
-            out.append(HyDEEmbedder(bb, teacher, settings=hyde_settings))
-        elif name == "hyde_policy":
-            emb = HyDEEmbedder(bb, teacher, system=DEFAULT_POLICY, settings=hyde_settings)
-            emb.name = "hyde_policy"
-            out.append(emb)
-        else:
-            raise typer.BadParameter(f"unknown embedder {name!r}; known: {ALL},gen,gen_untrained,llm_mean")
-    return out
 
 
 def main(
@@ -89,7 +47,7 @@ def main(
     sets = [advbench_queries(data_dir, advbench_n), xquad_queries(data_dir, xquad_n), xstest_queries(data_dir)]
     doc_vectors: dict[str, object] = {}
     rows = []
-    for emb in build(embedders.split(","), checkpoint, backbone):
+    for emb in build_embedders(embedders.split(","), checkpoint, backbone):
         side = embedder_identity(emb)
         start = time.perf_counter()
         if side not in doc_vectors:
@@ -103,8 +61,7 @@ def main(
             q = emb.encode_queries(qs.queries[:n])
             query_time += time.perf_counter() - start
             query_count += n
-            ranked_idx = top_k(scores(q, doc_vectors[side]), 20)
-            ranked = [[corpus.ids[j] for j in r] for r in ranked_idx]
+            ranked = rank(q, doc_vectors[side], corpus.ids, 20)
             gold = qs.gold[:n]
             if qs.name == "advbench":
                 for k in (1, 5, 20):
@@ -138,7 +95,6 @@ def main(
         "malicious chunk in the top k. Lower is safer for adv and any-harm; higher is better for xquad recall@5."
     )
     write_results(out, name, rows, meta, notes)
-    np.set_printoptions(precision=3)
 
 
 if __name__ == "__main__":

@@ -92,3 +92,24 @@ def xstest_queries(data_dir: str | Path | None, label: str = "safe") -> QuerySet
     with data_file(data_dir, "safety/xstest/xstest_prompts.csv").open() as f:
         prompts = [row["prompt"] for row in csv.DictReader(f) if row["label"] == label]
     return QuerySet(f"xstest_{label}", prompts, [set() for _ in prompts])
+
+
+def medquad(
+    data_dir: str | Path | None, queries: int = 300, corpus: int = 2000, seed: int = 0
+) -> tuple[Corpus, QuerySet]:
+    """MedQuAD answered pairs: a question must find its own answer among `corpus` answers (first 200 words).
+
+    Training packs use the *unanswered* MedQuAD questions (other collections), so none of these
+    questions or answers is ever a training target.
+    """
+    import gzip
+
+    with gzip.open(data_file(data_dir, "medical/medquad/medquad_answered.jsonl.gz"), "rt") as f:
+        rows = [json.loads(line) for line in f]
+    rows = [r for r in rows if r.get("answer", "").strip() and r.get("question", "").strip()]
+    rows = _sample(rows, corpus, seed)
+    ids = [f"mq-{r['qid']}" for r in rows]
+    texts = [" ".join(r["answer"].split()[:200]) for r in rows]
+    picked = _sample(list(range(len(rows))), queries, seed + 1)
+    qs = QuerySet("medquad", [rows[i]["question"] for i in picked], [{ids[i]} for i in picked])
+    return Corpus(ids, texts), qs

@@ -1,0 +1,63 @@
+"""Embedders by name, for the CLI and benchmarks: one place that knows how each one is built."""
+
+from __future__ import annotations
+
+from ragsafe.embedders.base import Embedder
+from ragsafe.embedders.bm25 import BM25Embedder
+from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.hyde import HyDEEmbedder
+from ragsafe.embedders.llm_mean import LLMMeanEmbedder
+from ragsafe.embedders.teacher import TeacherEmbedder
+from ragsafe.model.backbone import Backbone, load_backbone
+from ragsafe.model.chat import GenerationSettings
+from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+from ragsafe.train.generate import DEFAULT_POLICY
+
+NAMES = {
+    "bm25": "BM25 (rank-bm25 statistics, sparse vectors)",
+    "teacher": "the teacher sentence-transformer (MiniLM) on the text itself",
+    "llm_mean": "mean of the backbone's last-layer states over the text",
+    "gen": "LLM2Vec-Gen, queries and documents through the gen encoder",
+    "gen_asym": "LLM2Vec-Gen queries against teacher-embedded documents",
+    "gen_untrained": "gen with freshly initialised (untrained) tokens",
+    "gen_asym_untrained": "gen_asym with untrained tokens",
+    "hyde": "the backbone writes an answer, the teacher embeds it",
+    "hyde_policy": "HyDE with the answer written under the response policy",
+}
+
+
+def build_embedders(
+    names: list[str],
+    checkpoint: str | None = None,
+    backbone: str | Backbone = "default",
+    teacher: TeacherEmbedder | None = None,
+    hyde_settings: GenerationSettings | None = None,
+) -> list[Embedder]:
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        raise ValueError(f"unknown embedder(s) {unknown}; known: {', '.join(NAMES)}")
+    teacher = teacher or TeacherEmbedder()
+    bb: Backbone | None = None
+    if any(n not in ("bm25", "teacher") for n in names):
+        bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone)
+    hyde_settings = hyde_settings or GenerationSettings(max_new_tokens=48)
+    out: list[Embedder] = []
+    for name in names:
+        documents = "teacher" if "asym" in name else "gen"
+        if name == "bm25":
+            out.append(BM25Embedder())
+        elif name == "teacher":
+            out.append(teacher)
+        elif name in ("gen", "gen_asym"):
+            out.append(GenEmbedder.load(checkpoint, bb, documents, teacher))
+        elif name in ("gen_untrained", "gen_asym_untrained"):
+            emb = GenEmbedder(GenEncoder(bb, GenConfig(out_dim=teacher.dim)), documents=documents, teacher=teacher)
+            emb.name = name
+            out.append(emb)
+        elif name == "llm_mean":
+            out.append(LLMMeanEmbedder(bb))
+        else:
+            emb = HyDEEmbedder(bb, teacher, DEFAULT_POLICY if name == "hyde_policy" else None, hyde_settings)
+            emb.name = name
+            out.append(emb)
+    return out

@@ -1,0 +1,199 @@
+"""Passages in Qdrant: one collection per corpus, one named vector per embedder.
+
+Embedded mode (a folder on disk, the default) suits up to about 20k points; past that, or for
+several machines, point `url` at a Qdrant server or cluster (the API key is read from the
+environment variable named by `api_key_env`, never passed on a command line).
+
+Every embedder is a named vector of the same point, so embedders are compared on identical
+passages. Upserts are batched and keyed by passage id (a UUID made from the passage's content
+hash): re-indexing the same corpus adds nothing, and an interrupted run finishes on the next one
+without duplicates, because a point is only written once all its vectors are computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from qdrant_client import QdrantClient, models
+
+from ragsafe.corpus import Passage
+from ragsafe.embedders.base import Embedder
+from ragsafe.embedders.bm25 import BM25Embedder
+from ragsafe.progress import make_progress
+
+
+class IndexError_(RuntimeError):  # noqa: N801 (IndexError is a builtin)
+    """The index cannot serve this request (missing collection, wrong embedder, dimension mismatch)."""
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    text: str
+    metadata: dict
+
+
+def default_index_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(os.environ.get("RAGSAFE_INDEX", Path(base) / "ragsafe" / "qdrant"))
+
+
+def point_id(passage_id: str) -> str:
+    return str(uuid.UUID(hex=passage_id[:32].ljust(32, "0")))
+
+
+def _sparse(row: sp.csr_matrix) -> models.SparseVector:
+    row = row.tocsr()
+    return models.SparseVector(indices=row.indices.tolist(), values=row.data.astype(float).tolist())
+
+
+class Index:
+    META = "__ragsafe_meta"
+
+    def __init__(
+        self, name: str, path: str | Path | None = None, url: str | None = None, api_key_env: str = "QDRANT_API_KEY"
+    ) -> None:
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise IndexError_(f"Index name must be letters, digits, '-' or '_', got {name!r}.")
+        self.name = name
+        if url:
+            self.client = QdrantClient(url=url, api_key=os.environ.get(api_key_env))
+        else:
+            folder = Path(path) if path else default_index_path()
+            folder.mkdir(parents=True, exist_ok=True)
+            self.client = QdrantClient(path=str(folder))
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ------------------------------------------------------------ schema
+    def exists(self) -> bool:
+        return self.client.collection_exists(self.name)
+
+    def vector_names(self) -> dict[str, int | None]:
+        """Embedder name -> dimension (None for sparse) of the existing collection."""
+        if not self.exists():
+            raise IndexError_(f"No index named '{self.name}'. Create it with: ragsafe index DIR --name {self.name}")
+        params = self.client.get_collection(self.name).config.params
+        dense = {k: v.size for k, v in (params.vectors or {}).items()}
+        sparse = dict.fromkeys(params.sparse_vectors or {})
+        return {**dense, **sparse}
+
+    def ensure(self, embedders: list[Embedder]) -> None:
+        """Create the collection for these embedders, or check that the existing one matches them."""
+        if not self.exists():
+            self.client.create_collection(
+                self.name,
+                vectors_config={
+                    e.name: models.VectorParams(size=e.dim, distance=models.Distance.COSINE)
+                    for e in embedders
+                    if not e.sparse
+                },
+                sparse_vectors_config={e.name: models.SparseVectorParams() for e in embedders if e.sparse},
+            )
+            return
+        have = self.vector_names()
+        for e in embedders:
+            if e.name not in have:
+                raise IndexError_(
+                    f"Index '{self.name}' has vectors {sorted(have)}, not '{e.name}'. "
+                    f"Index into a new name to add '{e.name}'."
+                )
+            if not e.sparse and have[e.name] != e.dim:
+                raise IndexError_(
+                    f"Index '{self.name}' stores '{e.name}' vectors of dimension {have[e.name]}, but this "
+                    f"embedder gives {e.dim} (another checkpoint or teacher?). Use a new index name."
+                )
+
+    # ------------------------------------------------------------ bm25 statistics
+    def _meta_collection(self) -> str:
+        return f"{self.name}{self.META}"
+
+    def save_bm25(self, bm25: BM25Embedder) -> None:
+        meta = self._meta_collection()
+        if not self.client.collection_exists(meta):
+            self.client.create_collection(
+                meta, vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT)
+            )
+        state = {"vocab": bm25.vocab, "idf": bm25.idf.tolist(), "avgdl": bm25.avgdl, "k1": bm25.k1, "b": bm25.b}
+        self.client.upsert(meta, [models.PointStruct(id=0, vector=[0.0], payload={"bm25": json.dumps(state)})])
+
+    def load_bm25(self) -> BM25Embedder:
+        meta = self._meta_collection()
+        points = self.client.retrieve(meta, [0]) if self.client.collection_exists(meta) else []
+        if not points:
+            raise IndexError_(f"Index '{self.name}' has no BM25 statistics; re-index with the bm25 embedder.")
+        state = json.loads(points[0].payload["bm25"])
+        bm25 = BM25Embedder(state["k1"], state["b"])
+        bm25.vocab, bm25.idf, bm25.avgdl = state["vocab"], np.array(state["idf"], dtype=np.float32), state["avgdl"]
+        return bm25
+
+    # ------------------------------------------------------------ write
+    def missing(self, passages: list[Passage]) -> list[Passage]:
+        """Passages not stored yet (checked by id, in batches)."""
+        out = []
+        for start in range(0, len(passages), 256):
+            chunk = passages[start : start + 256]
+            found = {p.id for p in self.client.retrieve(self.name, [point_id(q.id) for q in chunk], with_payload=False)}
+            out.extend(q for q in chunk if point_id(q.id) not in found)
+        return out
+
+    def add(self, passages: list[Passage], embedders: list[Embedder], batch_size: int = 64, show_progress=True) -> int:
+        """Embed and upsert the passages not stored yet; returns how many were added."""
+        if not passages:
+            return 0
+        self.ensure(embedders)
+        for e in embedders:
+            if isinstance(e, BM25Embedder):
+                if not e.fitted:
+                    e.fit([p.text for p in passages])
+                self.save_bm25(e)
+        todo = self.missing(passages)
+        with make_progress(transient=False) as progress:
+            task = progress.add_task(f"indexing {self.name}", total=len(todo), info="", visible=show_progress)
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                texts = [p.text for p in chunk]
+                vectors = {e.name: e.encode_documents(texts) for e in embedders}
+                points = [
+                    models.PointStruct(
+                        id=point_id(p.id),
+                        vector={
+                            name: _sparse(v[row]) if sp.issparse(v) else np.asarray(v[row]).tolist()
+                            for name, v in vectors.items()
+                        },
+                        payload={"passage_id": p.id, "text": p.text, **p.metadata},
+                    )
+                    for row, p in enumerate(chunk)
+                ]
+                self.client.upsert(self.name, points, wait=True)
+                progress.advance(task, len(chunk))
+        return len(todo)
+
+    def count(self) -> int:
+        return self.client.count(self.name, exact=True).count
+
+    # ------------------------------------------------------------ read
+    def search(self, query_vector, embedder_name: str, k: int = 10) -> list[Hit]:
+        if embedder_name not in self.vector_names():
+            raise IndexError_(
+                f"Index '{self.name}' has no '{embedder_name}' vectors (has {sorted(self.vector_names())})."
+            )
+        query = _sparse(query_vector) if sp.issparse(query_vector) else np.asarray(query_vector).ravel().tolist()
+        result = self.client.query_points(self.name, query=query, using=embedder_name, limit=k, with_payload=True)
+        return [
+            Hit(
+                id=point.payload.get("passage_id", str(point.id)),
+                score=float(point.score),
+                text=point.payload.get("text", ""),
+                metadata={k: v for k, v in point.payload.items() if k not in ("text", "passage_id")},
+            )
+            for point in result.points
+        ]
