@@ -105,5 +105,93 @@ def train(
     console.print(f"checkpoint: {checkpoint}")
 
 
+def _open_index(name: str, index_path: Path | None, qdrant_url: str | None, api_key_env: str):
+    from ragsafe.index import Index
+
+    return Index(name, path=index_path, url=qdrant_url, api_key_env=api_key_env)
+
+
+@app.command()
+def index(
+    corpus: Path = typer.Argument(..., help="A folder (or file) of .txt/.md/.html/.jsonl/.csv/.pdf documents."),
+    name: str = typer.Option(..., "--name", help="Index (collection) name."),
+    embedders: str = typer.Option("gen_asym,teacher,bm25", help="Comma list; see `ragsafe search --help`."),
+    checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
+    backbone: str = typer.Option("default", help="Backbone for gen/llm_mean/hyde."),
+    chunk_words: int = typer.Option(200, help="Passage length cap in words."),
+    index_path: Path | None = typer.Option(
+        None, help="Embedded Qdrant folder (default ~/.local/share/ragsafe/qdrant)."
+    ),
+    qdrant_url: str | None = typer.Option(None, help="A Qdrant server or cluster URL instead of the embedded folder."),
+    api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
+) -> None:
+    """Read a corpus, chunk it and index it in Qdrant (idempotent: a rerun adds only what is missing)."""
+    from ragsafe.corpus import CorpusError, load_corpus
+    from ragsafe.embedders.registry import build_embedders
+
+    try:
+        passages, report = load_corpus(corpus, chunk_words)
+    except CorpusError as err:
+        raise typer.BadParameter(str(err), param_hint="CORPUS") from err
+    if report.skipped:
+        table = Table(title=f"skipped {len(report.skipped)} file(s)")
+        table.add_column("file")
+        table.add_column("reason")
+        for path, reason in report.skipped:
+            table.add_row(path, reason)
+        console.print(table)
+    if not passages:
+        console.print(f"[red]No readable text in {corpus}: nothing to index.[/]")
+        raise typer.Exit(1)
+    with console.status("loading embedders"):
+        embs = build_embedders(embedders.split(","), str(checkpoint) if checkpoint else None, backbone)
+    idx = _open_index(name, index_path, qdrant_url, api_key_env)
+    added = idx.add(passages, embs)
+    total = idx.count()
+    console.print(f"{report.files_read} file(s), {len(passages)} passage(s): added {added}; '{name}' holds {total}.")
+    idx.close()
+
+
+@app.command()
+def search(
+    name: str = typer.Argument(..., help="Index name."),
+    query: str = typer.Argument(..., help="The query."),
+    embedder: str = typer.Option("gen_asym", help="gen | gen_asym | teacher | bm25 | llm_mean | hyde | ..."),
+    k: int = typer.Option(5, "-k", help="How many passages."),
+    checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
+    backbone: str = typer.Option("default", help="Backbone for gen/llm_mean/hyde."),
+    index_path: Path | None = typer.Option(None, help="Embedded Qdrant folder."),
+    qdrant_url: str | None = typer.Option(None, help="A Qdrant server or cluster URL."),
+    api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
+) -> None:
+    """Search an index with one embedder and show the passages."""
+    from ragsafe.embedders.registry import build_embedders
+    from ragsafe.index import IndexError_, storage_name
+
+    if not query.strip():
+        raise typer.BadParameter("the query is empty", param_hint="QUERY")
+    idx = _open_index(name, index_path, qdrant_url, api_key_env)
+    try:
+        if embedder == "bm25":
+            emb = idx.load_bm25()
+        else:
+            with console.status("loading the embedder"):
+                emb = build_embedders([embedder], str(checkpoint) if checkpoint else None, backbone)[0]
+        hits = idx.search(emb.encode_queries([query])[0], storage_name(emb), k)
+    except (IndexError_, ValueError) as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from err
+    finally:
+        idx.close()
+    table = Table(title=f"{embedder}: top {k} in '{name}'")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("source")
+    table.add_column("passage")
+    for i, hit in enumerate(hits, 1):
+        table.add_row(str(i), f"{hit.score:.3f}", str(hit.metadata.get("source", "")), hit.text[:200])
+    console.print(table)
+
+
 if __name__ == "__main__":
     app()

@@ -49,6 +49,11 @@ def point_id(passage_id: str) -> str:
     return str(uuid.UUID(hex=passage_id[:32].ljust(32, "0")))
 
 
+def storage_name(emb: Embedder) -> str:
+    """The named vector an embedder's documents live in; gen_asym documents *are* teacher vectors."""
+    return "teacher" if getattr(emb, "documents", None) == "teacher" else emb.name
+
+
 def _sparse(row: sp.csr_matrix) -> models.SparseVector:
     row = row.tocsr()
     return models.SparseVector(indices=row.indices.tolist(), values=row.data.astype(float).tolist())
@@ -73,6 +78,12 @@ class Index:
     def close(self) -> None:
         self.client.close()
 
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ------------------------------------------------------------ schema
     def exists(self) -> bool:
         return self.client.collection_exists(self.name)
@@ -92,23 +103,24 @@ class Index:
             self.client.create_collection(
                 self.name,
                 vectors_config={
-                    e.name: models.VectorParams(size=e.dim, distance=models.Distance.COSINE)
+                    storage_name(e): models.VectorParams(size=e.dim, distance=models.Distance.COSINE)
                     for e in embedders
                     if not e.sparse
                 },
-                sparse_vectors_config={e.name: models.SparseVectorParams() for e in embedders if e.sparse},
+                sparse_vectors_config={storage_name(e): models.SparseVectorParams() for e in embedders if e.sparse},
             )
             return
         have = self.vector_names()
         for e in embedders:
-            if e.name not in have:
+            name = storage_name(e)
+            if name not in have:
                 raise IndexError_(
-                    f"Index '{self.name}' has vectors {sorted(have)}, not '{e.name}'. "
-                    f"Index into a new name to add '{e.name}'."
+                    f"Index '{self.name}' has vectors {sorted(have)}, not '{name}'. "
+                    f"Index into a new name to add '{name}'."
                 )
-            if not e.sparse and have[e.name] != e.dim:
+            if not e.sparse and have[name] != e.dim:
                 raise IndexError_(
-                    f"Index '{self.name}' stores '{e.name}' vectors of dimension {have[e.name]}, but this "
+                    f"Index '{self.name}' stores '{name}' vectors of dimension {have[name]}, but this "
                     f"embedder gives {e.dim} (another checkpoint or teacher?). Use a new index name."
                 )
 
@@ -161,7 +173,10 @@ class Index:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
                 texts = [p.text for p in chunk]
-                vectors = {e.name: e.encode_documents(texts) for e in embedders}
+                vectors = {}
+                for e in embedders:  # one document pass per stored vector, however many embedders share it
+                    if storage_name(e) not in vectors:
+                        vectors[storage_name(e)] = e.encode_documents(texts)
                 points = [
                     models.PointStruct(
                         id=point_id(p.id),

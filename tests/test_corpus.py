@@ -1,0 +1,73 @@
+import json
+import os
+
+import pytest
+
+from ragsafe.corpus import CorpusError, chunk_words, load_corpus, passage_id
+
+DEMO = "corpora/demo"
+
+
+def test_demo_corpus_reads_every_format():
+    passages, report = load_corpus(DEMO)
+    assert report.skipped == [] and report.files_read == 8
+    sources = {p.source for p in passages}
+    assert {"chess.jsonl", "rivers.csv", "bread.md", "paris.txt"} <= sources
+    assert any(p.title == "Chess openings" for p in passages)
+    assert len({p.id for p in passages}) == len(passages)
+
+
+def test_ids_are_stable_and_depend_on_source_and_text():
+    first, _ = load_corpus(DEMO)
+    again, _ = load_corpus(DEMO)
+    assert [p.id for p in first] == [p.id for p in again]
+    assert passage_id("a.txt", "x") != passage_id("b.txt", "x") != passage_id("a.txt", "y")
+
+
+def test_chunking_caps_words_and_keeps_everything():
+    text = "\n\n".join(" ".join(f"w{p}_{i}" for i in range(30)) for p in range(10))
+    chunks = chunk_words(text, 50)
+    assert all(len(c.split()) <= 50 for c in chunks)
+    assert " ".join(chunks).split() == text.split()
+    assert all(len(c.split()) <= 7 for c in chunk_words("word " * 100, 7))
+
+
+def test_bad_files_are_listed_and_skipped(tmp_path):
+    (tmp_path / "good.txt").write_text("A fine passage about rivers.")
+    (tmp_path / "empty.txt").write_text("   \n")
+    (tmp_path / "binary.txt").write_bytes(b"abc\x00\x01\x02")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{oops\n')
+    (tmp_path / "nocol.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    unreadable = tmp_path / "locked.md"
+    unreadable.write_text("secret")
+    unreadable.chmod(0)
+    passages, report = load_corpus(tmp_path)
+    reasons = dict(report.skipped)
+    root = os.geteuid() == 0  # root reads a chmod-0 file; anyone else gets it reported, not a crash
+    assert [p.source for p in passages] == (["good.txt", "locked.md"] if root else ["good.txt"])
+    assert "empty" in reasons["empty.txt"] and "binary" in reasons["binary.txt"]
+    assert "UTF-8" in reasons["latin1.txt"] and "line 2" in reasons["bad.jsonl"]
+    assert "text" in reasons["nocol.csv"] and "unsupported" in reasons["image.png"]
+    assert root or "locked.md" in reasons
+
+
+def test_huge_file_is_chunked(tmp_path):
+    (tmp_path / "big.txt").write_text("lorem ipsum dolor sit amet " * 60_000)  # ~1.6 MB, 300k words
+    passages, _ = load_corpus(tmp_path, chunk_size=200)
+    assert all(len(p.text.split()) <= 200 for p in passages)
+
+
+def test_missing_corpus_is_an_error(tmp_path):
+    with pytest.raises(CorpusError, match="does not exist"):
+        load_corpus(tmp_path / "nope")
+
+
+def test_single_file_and_html(tmp_path):
+    (tmp_path / "page.html").write_text(
+        "<html><head><title>T</title><style>x{}</style></head><body><p>Hello there</p><script>bad()</script></body>"
+    )
+    passages, _ = load_corpus(tmp_path / "page.html")
+    assert passages[0].title == "T" and passages[0].text == "Hello there"
+    assert json.dumps(passages[0].metadata)

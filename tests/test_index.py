@@ -1,0 +1,86 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ragsafe.corpus import load_corpus
+from ragsafe.embedders.bm25 import BM25Embedder
+from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.index import Index, IndexError_
+from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+
+
+@pytest.fixture
+def demo():
+    return load_corpus("corpora/demo")[0]
+
+
+def test_index_is_idempotent_and_searchable(tmp_path, demo, teacher):
+    idx = Index("demo", path=tmp_path)
+    bm25 = BM25Embedder()
+    assert idx.add(demo, [teacher, bm25], show_progress=False) == len(demo)
+    assert idx.add(demo, [teacher, bm25], show_progress=False) == 0
+    assert idx.count() == len(demo)
+    hits = idx.search(teacher.encode_queries(["how do I treat a burn"])[0], "teacher", 3)
+    assert hits[0].metadata["source"] == "burns.md" and hits[0].score >= hits[1].score
+    sparse_hits = idx.search(idx.load_bm25().encode_queries(["capital of France"])[0], "bm25", 2)
+    assert sparse_hits[0].metadata["source"] == "paris.txt"
+    idx.close()
+
+
+def test_gen_asym_shares_the_teacher_vectors(tmp_path, demo, teacher, qwen_tiny):
+    gen = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher)
+    idx = Index("demo", path=tmp_path)
+    idx.add(demo, [teacher, gen], show_progress=False)
+    assert set(idx.vector_names()) == {"teacher"}
+    assert len(idx.search(gen.encode_queries(["bread"])[0], "teacher", 2)) == 2
+
+
+def test_mismatches_are_clear_errors(tmp_path, demo, teacher, qwen_tiny):
+    idx = Index("demo", path=tmp_path)
+    idx.add(demo[:2], [teacher], show_progress=False)
+    wrong_dim = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=8)))
+    wrong_dim.name = "teacher"
+    with pytest.raises(IndexError_, match="dimension 384"):
+        idx.add(demo, [wrong_dim], show_progress=False)
+    with pytest.raises(IndexError_, match="not 'bm25'"):
+        idx.add(demo, [BM25Embedder()], show_progress=False)
+    with pytest.raises(IndexError_, match="no 'gen' vectors"):
+        idx.search(np.zeros(384), "gen", 3)
+    with pytest.raises(IndexError_, match="no BM25 statistics"):
+        idx.load_bm25()
+    idx.close()  # embedded Qdrant allows one client per folder
+    with Index("other", path=tmp_path) as other, pytest.raises(IndexError_, match="No index named"):
+        other.vector_names()
+    with pytest.raises(IndexError_, match="name must be"):
+        Index("bad name!", path=tmp_path)
+
+
+def test_kill_9_during_indexing_then_rerun_gives_one_point_per_passage(tmp_path):
+    script = f"""
+import os, signal, sys
+from ragsafe.corpus import Passage
+from ragsafe.embedders.teacher import TeacherEmbedder
+from ragsafe.index import Index
+kill = sys.argv[1] == "kill"
+passages = [Passage(f"{{i:032x}}", f"passage number {{i}} about topic {{i % 5}}", "x.txt") for i in range(40)]
+teacher = TeacherEmbedder()
+if kill:  # die during the third batch's embedding, after two batches were upserted
+    calls = []
+    original = teacher.encode_documents
+    def dying(texts):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(texts)
+    teacher.encode_documents = dying
+idx = Index("k", path={str(tmp_path)!r})
+idx.add(passages, [teacher], batch_size=8, show_progress=False)
+print(idx.count())
+"""
+    killed = subprocess.run([sys.executable, "-c", script, "kill"], capture_output=True, text=True)
+    assert killed.returncode == -9
+    done = subprocess.run([sys.executable, "-c", script, "run"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "40"
