@@ -34,7 +34,7 @@ class RefusalScorer:
     @classmethod
     def from_checkpoint_config(cls, embedder: GenEmbedder, config: dict) -> RefusalScorer:
         safety = config.get("safety")
-        if not safety:
+        if not safety or safety.get("refusal_centroid") is None:
             raise ValueError("this checkpoint has no refusal calibration (train it with ragsafe >= 0.1)")
         return cls(embedder, np.asarray(safety["refusal_centroid"], dtype=np.float32), float(safety["threshold"]))
 

@@ -36,6 +36,7 @@ from ragsafe.model.backbone import Backbone, load_backbone
 from ragsafe.model.checkpoint import load_checkpoint, save_checkpoint
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.progress import make_progress
+from ragsafe.retrieval import calibrate_threshold, refusal_centroid
 from ragsafe.train.config import TrainConfig
 from ragsafe.train.domains import DomainPack
 from ragsafe.train.generate import generate_responses
@@ -165,6 +166,8 @@ class Trainer:
         self.dist = init_distributed()
         self.rank = self.dist.get_rank() if self.dist else 0
         self.world = self.dist.get_world_size() if self.dist else 1
+        self.started = time.time()
+        self.wall_before = 0.0  # wall time of earlier runs of the same training (resume)
         self.on_step: Callable[[int], None] | None = None  # called after each stage-2 step (tests, monitoring)
 
     # ---------------------------------------------------------------- data
@@ -236,6 +239,9 @@ class Trainer:
                 parts["recon"] = float(self._recon(s[:32], val[:32]))
         return {**metrics, "val_loss": float(loss), **{f"val_{k}": v for k, v in parts.items()}}
 
+    def wall_seconds(self) -> float:
+        return round(self.wall_before + time.time() - self.started, 1)
+
     # ---------------------------------------------------------------- stage 1
     def fit_heads(self) -> None:
         """R and A on the cached mean compression states of the initial tokens (e = A(R(mean h)))."""
@@ -292,7 +298,8 @@ class Trainer:
                     tensors[f"{name}.{key}"] = state[key].contiguous()
         save_file(tensors, str(folder / "optimizer.safetensors.tmp"))
         (folder / "optimizer.safetensors.tmp").replace(folder / "optimizer.safetensors")
-        (folder / "progress.json").write_text(json.dumps({"step": step, "history": self.history}, indent=2))
+        progress = {"step": step, "history": self.history, "wall_seconds": self.wall_seconds()}
+        (folder / "progress.json").write_text(json.dumps(progress, indent=2))
 
     def _load_state(self, opt: torch.optim.Optimizer) -> int:
         folder = self._state_path()
@@ -310,6 +317,7 @@ class Trainer:
                     "exp_avg_sq": tensors[f"{name}.exp_avg_sq"],
                 }
         self.history = progress["history"]
+        self.wall_before = float(progress.get("wall_seconds", 0.0))
         return int(progress["step"])
 
     def train_tokens(self, resume: bool = False) -> int:
@@ -364,6 +372,23 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
         return step
 
+    def safety_calibration(self, max_false_rate: float = 0.05) -> dict:
+        """Refusal centroid from the training responses; threshold from non-refused validation queries."""
+        ex = self.examples
+        if not any(ex.refused):
+            return {"refusal_centroid": None, "threshold": None, "calibrated_on": "no refusals in the responses"}
+        centroid = refusal_centroid(ex.targets, ex.refused)
+        benign = [i for i in ex.val_idx if not ex.refused[i]]
+        with torch.no_grad():
+            e = F.normalize(self.encoder.pool(self.encoder.soft_prompts(self._states(benign, grad=False))), dim=-1)
+        scores = e.numpy() @ centroid
+        return {
+            "refusal_centroid": centroid.astype(float).tolist(),
+            "threshold": calibrate_threshold(scores, max_false_rate) if len(scores) else 1.0,
+            "calibrated_on": f"{len(benign)} validation queries the backbone answered (max {max_false_rate:.0%} over)",
+            "refusals_in_training_responses": int(sum(ex.refused)),
+        }
+
     # ---------------------------------------------------------------- all
     def run(self, resume: bool = False) -> Path:
         start = time.time()
@@ -388,6 +413,7 @@ class Trainer:
             "stage1_head_steps": self.cfg.head_steps if not resumed else "from checkpoint",
             "stage2_steps": steps_done,
             "wall_seconds_this_run": round(time.time() - start, 1),
+            "wall_seconds_total": self.wall_seconds(),
             "validation": {
                 "untrained": initial,
                 "after_heads": after_heads,
@@ -396,11 +422,14 @@ class Trainer:
             },
             "config": self.cfg.to_dict(),
         }
+        safety = self.safety_calibration()
+        card["safety"] = {k: v for k, v in safety.items() if k != "refusal_centroid"}
         if steps_done < self.cfg.steps:
             card["note"] = f"interrupted at step {steps_done}; rerun with --resume"
         out = self.cfg.out / "checkpoint"
         if self.rank == 0:
-            save_checkpoint(self.encoder, out, extra={"instructions": self.instructions, "card": card})
+            extra = {"instructions": self.instructions, "safety": safety, "card": card}
+            save_checkpoint(self.encoder, out, extra=extra)
             (self.cfg.out / "history.json").write_text(json.dumps(self.history, indent=1))
         return out
 
