@@ -152,12 +152,23 @@ def index(
     idx.close()
 
 
+def _refusal_scorer(emb, checkpoint: Path | None):
+    from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
+    from ragsafe.retrieval import RefusalScorer
+
+    path = checkpoint or default_checkpoint_dir()
+    if path is None:
+        raise ValueError("untrained tokens have no refusal calibration; use --safety off")
+    return RefusalScorer.from_checkpoint_config(emb, read_config(path))
+
+
 @app.command()
 def search(
     name: str = typer.Argument(..., help="Index name."),
     query: str = typer.Argument(..., help="The query."),
     embedder: str = typer.Option("gen_asym", help="gen | gen_asym | teacher | bm25 | llm_mean | hyde | ..."),
     k: int = typer.Option(5, "-k", help="How many passages."),
+    safety: str = typer.Option("flag", help="gen embedders: off | flag (show the refusal score) | suppress."),
     checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
     backbone: str = typer.Option("default", help="Backbone for gen/llm_mean/hyde."),
     index_path: Path | None = typer.Option(None, help="Embedded Qdrant folder."),
@@ -165,9 +176,13 @@ def search(
     api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
 ) -> None:
     """Search an index with one embedder and show the passages."""
+    from ragsafe.embedders.gen import GenEmbedder
     from ragsafe.embedders.registry import build_embedders
     from ragsafe.index import IndexError_, storage_name
+    from ragsafe.retrieval import SafeRetriever
 
+    if safety not in ("off", "flag", "suppress"):
+        raise typer.BadParameter("must be off, flag or suppress", param_hint="--safety")
     if not query.strip():
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
     idx = _open_index(name, index_path, qdrant_url, api_key_env)
@@ -177,12 +192,23 @@ def search(
         else:
             with console.status("loading the embedder"):
                 emb = build_embedders([embedder], str(checkpoint) if checkpoint else None, backbone)[0]
-        hits = idx.search(emb.encode_queries([query])[0], storage_name(emb), k)
+        note = ""
+        if isinstance(emb, GenEmbedder) and safety != "off":
+            scorer = _refusal_scorer(emb, checkpoint)
+            result = SafeRetriever(idx, emb, scorer, safety).search(query, k)
+            hits = result.hits
+            note = f"refusal score {result.refusal_score:.3f} (suppress threshold {scorer.threshold:.3f})"
+            if result.suppressed:
+                note += ": suppressed, the backbone would refuse this request"
+        else:
+            hits = idx.search(emb.encode_queries([query])[0], storage_name(emb), k)
     except (IndexError_, ValueError) as err:
         console.print(f"[red]{err}[/]")
         raise typer.Exit(1) from err
     finally:
         idx.close()
+    if note:
+        console.print(note)
     table = Table(title=f"{embedder}: top {k} in '{name}'")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
