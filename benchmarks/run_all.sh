@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every benchmark, on the shipped checkpoint and the data dir ($DATA_DIR, default ../shared/data).
+# Results: benchmarks/results/<name>.json and .md. Several hours on a 2-core CPU; minutes on a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. .venv/bin/activate
+python benchmarks/encode_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/train_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/harmful_retrieval.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/medical.py --medical runs/medical/checkpoint ${DATA_DIR:+--data-dir "$DATA_DIR"}
