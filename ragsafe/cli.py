@@ -219,5 +219,54 @@ def search(
     console.print(table)
 
 
+@app.command()
+def audit(
+    corpus: Path = typer.Argument(..., help="The folder (or file) of documents to audit."),
+    out: Path = typer.Option(Path("audit-report"), help="Where report.md / report.html go."),
+    embedders: str = typer.Option("bm25,teacher,gen_asym", help="Embedders to compare."),
+    k: int = typer.Option(5, "-k", help="Top k passages per probe."),
+    probes: Path | None = typer.Option(None, help="Your own harmful probes (.jsonl with 'query', or .txt)."),
+    labels: Path | None = typer.Option(None, help="Passage ids or source files known to be harmful: exact rates."),
+    judge: bool = typer.Option(True, help="Judge retrieved passages with the backbone (validated; see README)."),
+    checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
+    backbone: str = typer.Option("default", help="Backbone for gen and the judge."),
+    name: str | None = typer.Option(None, help="Index name (default: the corpus folder's name)."),
+    index_path: Path | None = typer.Option(None, help="Embedded Qdrant folder."),
+    qdrant_url: str | None = typer.Option(None, help="A Qdrant server or cluster URL."),
+) -> None:
+    """Measure how often harmful queries pull harmful passages out of your corpus, per embedder."""
+    from ragsafe.audit import AuditConfig, AuditError, run_audit
+    from ragsafe.report import write_report
+
+    cfg = AuditConfig(
+        corpus=corpus,
+        out=out,
+        name=name,
+        embedders=embedders.split(","),
+        k=k,
+        probes=probes,
+        labels=labels,
+        judge=judge,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        backbone=backbone,
+        index_path=index_path,
+        qdrant_url=qdrant_url,
+    )
+    try:
+        summary = run_audit(cfg)
+    except AuditError as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from err
+    table = Table(title=f"harmful exposure@{k} ({summary['harm_source']})")
+    table.add_column("embedder")
+    table.add_column("exposure", justify="right")
+    table.add_column("harmful per probe", justify="right")
+    for emb_name, m in summary["embedders"].items():
+        table.add_row(emb_name, f"{m['harmful exposure@k']:.1%}", f"{m['mean harmful passages in top k']:.2f}")
+    console.print(table)
+    md, page = write_report(summary, out)
+    console.print(f"report: {md} and {page}")
+
+
 if __name__ == "__main__":
     app()

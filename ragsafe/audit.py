@@ -1,0 +1,166 @@
+"""`ragsafe audit CORPUS/`: how often harmful queries pull harmful passages out of *your* corpus.
+
+1. index the corpus (or reuse the index: only missing passages are embedded);
+2. run a harmful probe set (shipped in corpora/probes, or --probes) through each embedder, top k;
+3. decide which retrieved passages are harmful: from --labels (passage ids or source files known to
+   be harmful: exact rates) and/or the backbone as judge (validated in benchmarks/judge.py);
+4. report per embedder the harmful exposure (share of probes with a harmful passage in the top k),
+   per probe which passages came back, and what the gen embedding of each probe decodes to.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragsafe.corpus import CorpusError, load_corpus
+from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.registry import build_embedders
+from ragsafe.index import Index, storage_name
+from ragsafe.judge import HarmJudge
+from ragsafe.model.chat import GenerationSettings
+from ragsafe.train.queries import read_queries
+
+PROBES = Path(__file__).resolve().parents[1] / "corpora" / "probes" / "harmful_probes.jsonl"
+
+
+class AuditError(ValueError):
+    pass
+
+
+@dataclass
+class AuditConfig:
+    corpus: Path
+    out: Path = Path("audit-report")
+    name: str | None = None
+    embedders: list[str] = field(default_factory=lambda: ["bm25", "teacher", "gen_asym"])
+    k: int = 5
+    probes: Path | None = None
+    labels: Path | None = None
+    judge: bool = True
+    checkpoint: str | None = None
+    backbone: str = "default"
+    index_path: Path | None = None
+    qdrant_url: str | None = None
+    api_key_env: str = "QDRANT_API_KEY"
+
+
+@dataclass
+class Retrieved:
+    passage_id: str
+    source: str
+    score: float
+    text: str
+    harmful: bool | None = None  # None: unknown (no label, no judge)
+    p_harm: float | None = None
+
+
+@dataclass
+class ProbeRun:
+    probe: dict
+    embedder: str
+    hits: list[Retrieved]
+
+
+def load_probes(path: Path | None) -> list[dict]:
+    path = path or PROBES
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        probes = [
+            {"id": r.get("id", str(i)), "category": r.get("category", ""), "query": r["query"]}
+            for i, r in enumerate(rows)
+        ]
+    else:
+        probes = [{"id": str(i), "category": "", "query": q} for i, q in enumerate(read_queries(path))]
+    if not probes:
+        raise AuditError(f"No probes in {path}.")
+    return probes
+
+
+def load_labels(path: Path | None) -> set[str]:
+    """Harmful passage ids or source paths: one per line, or jsonl/json with an `id` field."""
+    if path is None:
+        return set()
+    if not path.is_file():
+        raise AuditError(f"Labels file {path} does not exist.")
+    text = path.read_text()
+    if path.suffix in (".jsonl", ".json"):
+        rows = json.loads(text) if path.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
+        return {str(r["id"] if isinstance(r, dict) else r) for r in rows}
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def run_audit(cfg: AuditConfig) -> dict:
+    """Runs the audit and returns its summary; report.write_report turns it into md/html."""
+    try:
+        passages, report = load_corpus(cfg.corpus)
+    except CorpusError as err:
+        raise AuditError(str(err)) from err
+    if not passages:
+        raise AuditError(f"No readable passages in {cfg.corpus} ({len(report.skipped)} file(s) skipped).")
+    probes = load_probes(cfg.probes)
+    labels = load_labels(cfg.labels)
+    name = cfg.name or "".join(c if c.isalnum() else "-" for c in Path(cfg.corpus).resolve().name) or "corpus"
+    embedders = build_embedders(cfg.embedders, cfg.checkpoint, cfg.backbone)
+    runs: list[ProbeRun] = []
+    by_id = {p.id: p for p in passages}
+    with Index(name, path=cfg.index_path, url=cfg.qdrant_url, api_key_env=cfg.api_key_env) as index:
+        index.add(passages, embedders)
+        bm25_stats = index.load_bm25() if any(e.name == "bm25" for e in embedders) else None
+        for emb in embedders:
+            encoder = bm25_stats if emb.name == "bm25" else emb
+            vectors = encoder.encode_queries([p["query"] for p in probes])
+            for probe, vector in zip(probes, vectors, strict=True):
+                hits = index.search(vector, storage_name(emb), cfg.k)
+                retrieved = [Retrieved(h.id, str(h.metadata.get("source", "")), h.score, h.text) for h in hits]
+                runs.append(ProbeRun(probe, emb.name, retrieved))
+    # harm decisions: labels are exact; the judge fills in the rest
+    unique = {r.passage_id: r for run in runs for r in run.hits}
+    for pid, r in unique.items():
+        if labels:
+            r.harmful = pid in labels or (by_id.get(pid) is not None and by_id[pid].source in labels)
+    if cfg.judge:
+        gen = next((e for e in embedders if isinstance(e, GenEmbedder)), None)
+        backbone = gen.encoder.backbone if gen else None
+        if backbone is None:
+            from ragsafe.model.backbone import load_backbone
+
+            backbone = load_backbone(cfg.backbone)
+        todo = list(unique)
+        probs = HarmJudge(backbone).probabilities([unique[p].text for p in todo])
+        for pid, p in zip(todo, probs, strict=True):
+            unique[pid].p_harm = p
+            if not labels:
+                unique[pid].harmful = p >= 0.5
+    for run in runs:  # each run's hits point at the shared decisions
+        for r in run.hits:
+            r.harmful, r.p_harm = unique[r.passage_id].harmful, unique[r.passage_id].p_harm
+    decoded = {}
+    gen = next((e for e in embedders if isinstance(e, GenEmbedder)), None)
+    if gen is not None:
+        texts = gen.encoder.decode(
+            [p["query"] for p in probes], gen.query_instruction, GenerationSettings(max_new_tokens=32)
+        )
+        decoded = {p["id"]: t for p, t in zip(probes, texts, strict=True)}
+    summary = {
+        "corpus": str(cfg.corpus),
+        "index": name,
+        "passages": len(passages),
+        "skipped_files": report.skipped,
+        "probes": len(probes),
+        "k": cfg.k,
+        "harm_source": "labels" if labels else ("backbone judge" if cfg.judge else "none"),
+        "embedders": {},
+        "runs": runs,
+        "decoded": decoded,
+    }
+    for emb in embedders:
+        mine = [r for r in runs if r.embedder == emb.name]
+        exposed = [any(h.harmful for h in r.hits) for r in mine]
+        counts = [sum(bool(h.harmful) for h in r.hits) for r in mine]
+        summary["embedders"][emb.name] = {
+            "harmful exposure@k": sum(exposed) / len(mine),
+            "mean harmful passages in top k": sum(counts) / len(mine),
+        }
+    return summary

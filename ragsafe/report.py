@@ -1,0 +1,112 @@
+"""Audit reports: report.md and report.html (self-contained, the plot inlined) from run_audit's summary."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display here or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def exposure_plot(summary: dict) -> bytes:
+    names = list(summary["embedders"])
+    values = [summary["embedders"][n]["harmful exposure@k"] for n in names]
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.5 * len(names)))
+    ax.barh(names, values, color=["#c0392b" if v > 0.5 else "#e67e22" if v > 0.2 else "#27ae60" for v in values])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"share of harmful probes with a harmful passage in the top {summary['k']}")
+    ax.invert_yaxis()
+    for i, v in enumerate(values):
+        ax.text(min(v + 0.02, 0.9), i, f"{v:.0%}", va="center")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _mark(harmful: bool | None) -> str:
+    return {True: "HARMFUL", False: "ok", None: "?"}[harmful]
+
+
+def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = exposure_plot(summary)
+    (out / "exposure.png").write_bytes(png)
+    lines = [
+        f"# ragsafe audit: {summary['corpus']}",
+        "",
+        f"{summary['passages']} passages (index `{summary['index']}`), {summary['probes']} harmful probes, "
+        f"top {summary['k']}; harm decided by: {summary['harm_source']}.",
+        "",
+        "| embedder | harmful exposure@k | mean harmful passages in top k |",
+        "| --- | --- | --- |",
+    ]
+    for name, m in summary["embedders"].items():
+        lines.append(f"| {name} | {m['harmful exposure@k']:.1%} | {m['mean harmful passages in top k']:.2f} |")
+    lines += ["", "![exposure](exposure.png)", "", "## Per probe", ""]
+    by_probe: dict[str, list] = {}
+    for run in summary["runs"]:
+        by_probe.setdefault(run.probe["id"], []).append(run)
+    for pid, runs in by_probe.items():
+        probe = runs[0].probe
+        lines.append(f"### {probe['query']}  ({probe.get('category', '')})")
+        if pid in summary["decoded"]:
+            lines.append(f"*gen embedding decodes to:* {summary['decoded'][pid] or '(empty)'}")
+        for run in runs:
+            hits = "; ".join(f"{_mark(h.harmful)} {h.source} ({h.score:.2f})" for h in run.hits)
+            lines.append(f"- **{run.embedder}**: {hits}")
+        lines.append("")
+    if summary["skipped_files"]:
+        lines += ["## Skipped files", ""] + [f"- {p}: {r}" for p, r in summary["skipped_files"]]
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(lines) + "\n")
+
+    rows = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{m['harmful exposure@k']:.1%}</td>"
+        f"<td>{m['mean harmful passages in top k']:.2f}</td></tr>"
+        for n, m in summary["embedders"].items()
+    )
+    probes_html = []
+    for pid, runs in by_probe.items():
+        probe = runs[0].probe
+        items = "".join(
+            f"<li><b>{html.escape(run.embedder)}</b>: "
+            + ", ".join(
+                f"<span class='{_mark(h.harmful).lower().strip('?') or 'unknown'}' title='{html.escape(h.text[:300])}'>"
+                f"{html.escape(h.source)} ({h.score:.2f})</span>"
+                for h in run.hits
+            )
+            + "</li>"
+            for run in runs
+        )
+        decoded = summary["decoded"].get(pid)
+        dec = (
+            f"<p class='dec'>gen embedding decodes to: {html.escape(decoded or '(empty)')}</p>"
+            if pid in summary["decoded"]
+            else ""
+        )
+        probes_html.append(
+            f"<section><h3>{html.escape(probe['query'])} <small>{html.escape(probe.get('category', ''))}</small></h3>"
+            f"{dec}<ul>{items}</ul></section>"
+        )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ragsafe audit</title><style>
+body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px}}
+.harmful{{color:#fff;background:#c0392b;padding:0 4px;border-radius:3px}}.ok{{color:#1e8449}}
+.unknown{{color:#777}}.dec{{color:#555;font-style:italic}}small{{color:#888;font-weight:normal}}
+</style></head><body><h1>ragsafe audit</h1>
+<p>{html.escape(summary["corpus"])}: {summary["passages"]} passages, {summary["probes"]} harmful probes,
+top {summary["k"]}; harm decided by {html.escape(summary["harm_source"])}.</p>
+<table><tr><th>embedder</th><th>harmful exposure@k</th><th>mean harmful passages in top k</th></tr>{rows}</table>
+<p><img alt="exposure" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>
+<h2>Per probe</h2>{"".join(probes_html)}</body></html>"""
+    html_path = out / "report.html"
+    html_path.write_text(page)
+    return md_path, html_path
