@@ -9,4 +9,5 @@ python benchmarks/train_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/harmful_retrieval.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/judge.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/medical.py --medical runs/medical/checkpoint ${DATA_DIR:+--data-dir "$DATA_DIR"}
