@@ -69,3 +69,14 @@ def test_cli_explain_on_defaults(default_backbone):
     assert result.exit_code == 0, result.output
     assert "predicted response" in result.output and "logit lens" in result.output
     assert CliRunner().invoke(app, ["explain", "  "]).exit_code != 0
+
+
+def test_llamaindex_example_with_gen_on_the_default_backbone(tmp_path, default_backbone):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path("examples").resolve()))
+    from llamaindex_rag import main
+
+    sources = main(Path("corpora/demo"), embedder="gen_asym", query="How do I treat a burn?", qdrant_path=tmp_path)
+    assert len(sources) == 3 and all(s for s in sources)
