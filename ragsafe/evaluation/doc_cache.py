@@ -1,9 +1,12 @@
-"""Document vectors cached on disk by (embedder identity, texts), so a benchmark rerun or a second
-embedder with the same document side does not pay for the corpus pass again."""
+"""Vectors cached on disk by (embedder identity, side, texts), so a benchmark rerun or a second
+embedder with the same document side does not pay for the corpus pass again. The time the original
+encoding took is stored beside the vectors, so reported timings stay those of a real pass."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,37 +32,44 @@ def embedder_identity(emb: Embedder, side: str = "documents") -> str:
         for value in emb.encoder.state_dict().values():
             digest.update(value.detach().cpu().numpy().tobytes())
         return f"gen:{digest.hexdigest()[:16]}"
+    if isinstance(emb, HyDEEmbedder):  # queries: the generated answer depends on backbone, policy, settings
+        return f"hyde:{emb.backbone.fingerprint[:16]}|{emb.system}|{emb.settings}|{emb.teacher.spec}"
     if isinstance(emb, LLMMeanEmbedder):
         return f"llm_mean:{emb.backbone.fingerprint[:16]}"
     return emb.name
 
 
-def encode_documents_cached(emb: Embedder, texts: list[str], cache_dir: str | Path | None) -> tuple[Vectors, bool]:
-    """(vectors, whether they came from the cache)."""
+def encode_documents_cached(emb: Embedder, texts: list[str], cache_dir: str | Path | None) -> tuple[Vectors, float]:
+    """(vectors, seconds the encoding took when it was computed)."""
     return _cached(emb, texts, cache_dir, "documents")
 
 
-def encode_queries_cached(emb: Embedder, texts: list[str], cache_dir: str | Path | None) -> tuple[Vectors, bool]:
-    """Query vectors of deterministic embedders, cached like documents (HyDE is never cached: it is the
-    query-time cost being measured)."""
-    if isinstance(emb, HyDEEmbedder):
-        return emb.encode_queries(texts), False
+def encode_queries_cached(emb: Embedder, texts: list[str], cache_dir: str | Path | None) -> tuple[Vectors, float]:
+    """(vectors, seconds) for queries; every embedder here is deterministic (HyDE decodes greedily)."""
     return _cached(emb, texts, cache_dir, "queries")
 
 
-def _cached(emb: Embedder, texts: list[str], cache_dir: str | Path | None, side: str) -> tuple[Vectors, bool]:
+def _timed(encode, texts: list[str]) -> tuple[Vectors, float]:
+    start = time.perf_counter()
+    vectors = encode(texts)
+    return vectors, time.perf_counter() - start
+
+
+def _cached(emb: Embedder, texts: list[str], cache_dir: str | Path | None, side: str) -> tuple[Vectors, float]:
     encode = emb.encode_documents if side == "documents" else emb.encode_queries
     if emb.sparse or cache_dir is None:
-        return encode(texts), False
+        return _timed(encode, texts)
     digest = hashlib.sha256(f"{side}|{embedder_identity(emb, side)}".encode())
     for text in texts:
         digest.update(text.encode())
         digest.update(b"\x00")
     path = Path(cache_dir) / f"{digest.hexdigest()[:24]}.npy"
-    if path.is_file():
-        return np.load(path), True
-    vectors = encode(texts)
+    timing = path.with_suffix(".json")
+    if path.is_file() and timing.is_file():
+        return np.load(path), float(json.loads(timing.read_text())["seconds"])
+    vectors, seconds = _timed(encode, texts)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path.with_suffix(".tmp.npy"), vectors)
     path.with_suffix(".tmp.npy").replace(path)
-    return vectors, False
+    timing.write_text(json.dumps({"seconds": seconds, "count": len(texts), "identity": embedder_identity(emb, side)}))
+    return vectors, seconds
