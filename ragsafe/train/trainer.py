@@ -276,7 +276,7 @@ class Trainer:
                         val = validation_metrics(
                             self.encoder.A(self.encoder.R(mean_h[ex.val_idx])), self.targets[ex.val_idx]
                         )
-                    self.history.append({"stage": 1, "step": step, "loss": float(loss), **parts, **val})
+                    self.history.append({"stage": 1, "step": step, "loss": loss.item(), **parts, **val})
                     progress.update(
                         task, info=f"loss {float(loss):.3f} val_cos {val['val_cos']:.3f} r@1 {val['val_recall@1']:.2f}"
                     )
@@ -355,12 +355,12 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.grad_clip)
                     opt.step()
                     step += 1
-                    record = {"stage": 2, "step": step, "loss": float(loss), **parts}
+                    record = {"stage": 2, "step": step, "loss": loss.item(), **parts}
                     self.history.append(record)
                     if self.rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                         record.update(self.evaluate())
                         self._save_state(opt, step)
-                    info = f"loss {float(loss):.3f}"
+                    info = f"loss {loss.item():.3f}"
                     if "val_cos" in record:
                         info += f" val_cos {record['val_cos']:.3f} r@1 {record['val_recall@1']:.2f}"
                     progress.update(task, advance=1, info=info)
