@@ -278,7 +278,7 @@ class Trainer:
                         )
                     self.history.append({"stage": 1, "step": step, "loss": loss.item(), **parts, **val})
                     progress.update(
-                        task, info=f"loss {float(loss):.3f} val_cos {val['val_cos']:.3f} r@1 {val['val_recall@1']:.2f}"
+                        task, info=f"loss {loss.item():.3f} val_cos {val['val_cos']:.3f} r@1 {val['val_recall@1']:.2f}"
                     )
                 progress.advance(task)
 
