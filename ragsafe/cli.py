@@ -178,7 +178,7 @@ def search(
     """Search an index with one embedder and show the passages."""
     from ragsafe.embedders.gen import GenEmbedder
     from ragsafe.embedders.registry import build_embedders
-    from ragsafe.index import IndexError_, storage_name
+    from ragsafe.index import IndexStoreError, storage_name
     from ragsafe.retrieval import SafeRetriever
 
     if safety not in ("off", "flag", "suppress"):
@@ -202,7 +202,7 @@ def search(
                 note += ": suppressed, the backbone would refuse this request"
         else:
             hits = idx.search(emb.encode_queries([query])[0], storage_name(emb), k)
-    except (IndexError_, ValueError) as err:
+    except (IndexStoreError, ValueError) as err:
         console.print(f"[red]{err}[/]")
         raise typer.Exit(1) from err
     finally:

@@ -28,7 +28,7 @@ from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.progress import make_progress
 
 
-class IndexError_(RuntimeError):  # noqa: N801 (IndexError is a builtin)
+class IndexStoreError(RuntimeError):
     """The index cannot serve this request (missing collection, wrong embedder, dimension mismatch)."""
 
 
@@ -66,7 +66,7 @@ class Index:
         self, name: str, path: str | Path | None = None, url: str | None = None, api_key_env: str = "QDRANT_API_KEY"
     ) -> None:
         if not name or not name.replace("-", "").replace("_", "").isalnum():
-            raise IndexError_(f"Index name must be letters, digits, '-' or '_', got {name!r}.")
+            raise IndexStoreError(f"Index name must be letters, digits, '-' or '_', got {name!r}.")
         self.name = name
         if url:
             self.client = QdrantClient(url=url, api_key=os.environ.get(api_key_env))
@@ -91,7 +91,7 @@ class Index:
     def vector_names(self) -> dict[str, int | None]:
         """Embedder name -> dimension (None for sparse) of the existing collection."""
         if not self.exists():
-            raise IndexError_(f"No index named '{self.name}'. Create it with: ragsafe index DIR --name {self.name}")
+            raise IndexStoreError(f"No index named '{self.name}'. Create it with: ragsafe index DIR --name {self.name}")
         params = self.client.get_collection(self.name).config.params
         dense = {k: v.size for k, v in (params.vectors or {}).items()}
         sparse = dict.fromkeys(params.sparse_vectors or {})
@@ -114,12 +114,12 @@ class Index:
         for e in embedders:
             name = storage_name(e)
             if name not in have:
-                raise IndexError_(
+                raise IndexStoreError(
                     f"Index '{self.name}' has vectors {sorted(have)}, not '{name}'. "
                     f"Index into a new name to add '{name}'."
                 )
             if not e.sparse and have[name] != e.dim:
-                raise IndexError_(
+                raise IndexStoreError(
                     f"Index '{self.name}' stores '{name}' vectors of dimension {have[name]}, but this "
                     f"embedder gives {e.dim} (another checkpoint or teacher?). Use a new index name."
                 )
@@ -141,7 +141,7 @@ class Index:
         meta = self._meta_collection()
         points = self.client.retrieve(meta, [0]) if self.client.collection_exists(meta) else []
         if not points:
-            raise IndexError_(f"Index '{self.name}' has no BM25 statistics; re-index with the bm25 embedder.")
+            raise IndexStoreError(f"Index '{self.name}' has no BM25 statistics; re-index with the bm25 embedder.")
         state = json.loads(points[0].payload["bm25"])
         bm25 = BM25Embedder(state["k1"], state["b"])
         bm25.vocab, bm25.idf, bm25.avgdl = state["vocab"], np.array(state["idf"], dtype=np.float32), state["avgdl"]
@@ -198,7 +198,7 @@ class Index:
     # ------------------------------------------------------------ read
     def search(self, query_vector, embedder_name: str, k: int = 10) -> list[Hit]:
         if embedder_name not in self.vector_names():
-            raise IndexError_(
+            raise IndexStoreError(
                 f"Index '{self.name}' has no '{embedder_name}' vectors (has {sorted(self.vector_names())})."
             )
         query = _sparse(query_vector) if sp.issparse(query_vector) else np.asarray(query_vector).ravel().tolist()

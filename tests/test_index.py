@@ -7,7 +7,7 @@ import pytest
 from ragsafe.corpus import load_corpus
 from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.embedders.gen import GenEmbedder
-from ragsafe.index import Index, IndexError_
+from ragsafe.index import Index, IndexStoreError
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 
 
@@ -42,18 +42,18 @@ def test_mismatches_are_clear_errors(tmp_path, demo, teacher, qwen_tiny):
     idx.add(demo[:2], [teacher], show_progress=False)
     wrong_dim = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=8)))
     wrong_dim.name = "teacher"
-    with pytest.raises(IndexError_, match="dimension 384"):
+    with pytest.raises(IndexStoreError, match="dimension 384"):
         idx.add(demo, [wrong_dim], show_progress=False)
-    with pytest.raises(IndexError_, match="not 'bm25'"):
+    with pytest.raises(IndexStoreError, match="not 'bm25'"):
         idx.add(demo, [BM25Embedder()], show_progress=False)
-    with pytest.raises(IndexError_, match="no 'gen' vectors"):
+    with pytest.raises(IndexStoreError, match="no 'gen' vectors"):
         idx.search(np.zeros(384), "gen", 3)
-    with pytest.raises(IndexError_, match="no BM25 statistics"):
+    with pytest.raises(IndexStoreError, match="no BM25 statistics"):
         idx.load_bm25()
     idx.close()  # embedded Qdrant allows one client per folder
-    with Index("other", path=tmp_path) as other, pytest.raises(IndexError_, match="No index named"):
+    with Index("other", path=tmp_path) as other, pytest.raises(IndexStoreError, match="No index named"):
         other.vector_names()
-    with pytest.raises(IndexError_, match="name must be"):
+    with pytest.raises(IndexStoreError, match="name must be"):
         Index("bad name!", path=tmp_path)
 
 
