@@ -84,11 +84,8 @@ class GenEncoder(nn.Module):
         """
         if not grad:
             model = self.backbone.model
-            n = batch.input_ids.shape[0]
             text_embeds = model.get_input_embeddings()(batch.input_ids)
-            special = self.tokens.to(self.backbone.dtype).unsqueeze(0).expand(n, -1, -1)
-            ones = torch.ones(n, self.config.num_tokens, dtype=batch.attention_mask.dtype)
-            full_mask = torch.cat([batch.attention_mask, ones.to(batch.attention_mask.device)], dim=1)
+            special, full_mask = self._token_inputs(batch.attention_mask)
             with torch.no_grad():
                 out = model.base_model(
                     inputs_embeds=torch.cat([text_embeds, special], dim=1),
@@ -98,6 +95,13 @@ class GenEncoder(nn.Module):
                 ).last_hidden_state
             return out[:, -self.config.num_compress :, :].float()
         return self.token_states(self.prefix_cache(batch), batch.attention_mask)
+
+    def _token_inputs(self, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K_tot token vectors for each row (backbone dtype) and the mask of text + tokens."""
+        n = text_mask.shape[0]
+        special = self.tokens.to(self.backbone.dtype).unsqueeze(0).expand(n, -1, -1)
+        ones = torch.ones(n, self.config.num_tokens, dtype=text_mask.dtype, device=text_mask.device)
+        return special, torch.cat([text_mask, ones], dim=1)
 
     def prefix_cache(self, batch: TextBatch):
         """KV cache of the frozen text prefix (no grad): what the tokens attend to, fixed for a given text."""
@@ -115,13 +119,11 @@ class GenEncoder(nn.Module):
 
         The cache is extended in place by this call.
         """
-        n = prefix_mask.shape[0]
-        special = self.tokens.to(self.backbone.dtype).unsqueeze(0).expand(n, -1, -1)
-        ones = torch.ones(n, self.config.num_tokens, dtype=prefix_mask.dtype, device=prefix_mask.device)
+        special, full_mask = self._token_inputs(prefix_mask)
         offsets = torch.arange(self.config.num_tokens, device=prefix_mask.device)
         out = self.backbone.model.base_model(
             inputs_embeds=special,
-            attention_mask=torch.cat([prefix_mask, ones], dim=1),
+            attention_mask=full_mask,
             position_ids=prefix_mask.sum(dim=1, keepdim=True) + offsets,
             cache=cache,
             use_cache=True,
