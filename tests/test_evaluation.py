@@ -52,3 +52,58 @@ def test_document_cache_reuses_vectors(teacher, tmp_path):
     assert seconds_again == seconds and np.array_equal(again, first)  # the original timing, from the cache
     encode_documents_cached(teacher, texts + ["third"], tmp_path)
     assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_logistic_accuracy_by_hand():
+    from ragsafe.evaluation.metrics import logistic_accuracy
+
+    train = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    test = np.array([[0.8, 0.2], [0.2, 0.8]])
+    assert logistic_accuracy(train, ["a", "a", "b", "b"], test, ["a", "b"]) == 1.0
+    assert logistic_accuracy(train, ["a", "a", "b", "b"], test, ["b", "a"]) == 0.0
+
+
+def test_subsample_keeps_every_relevant_document():
+    from ragsafe.evaluation.tasks import Corpus, RetrievalTask
+
+    ids = [f"d{i}" for i in range(50)]
+    task = RetrievalTask(
+        "t", Corpus(ids, ids), [f"q{i}" for i in range(10)], [{f"d{i}": 1, "d40": 2} for i in range(10)]
+    )
+    sub = task.subsample(queries=3, corpus=8, seed=1)
+    relevant = {d for rel in sub.qrels for d in rel}
+    assert len(sub.queries) == 3 and len(sub.corpus.ids) == 8 and relevant <= set(sub.corpus.ids)
+    small = task.subsample(queries=3, corpus=2, seed=1)  # fewer slots than relevant documents: all stay
+    assert small.corpus.ids == sorted(relevant, key=ids.index)
+
+
+def test_sts_reader_skips_withheld_subsets(tmp_path):
+    from ragsafe.evaluation.tasks import sts
+
+    folder = tmp_path / "sts/sts12-16/STS13-en-test"
+    folder.mkdir(parents=True)
+    (folder / "STS.input.news.txt").write_text("a cat\ta dog\nrain\tsun\nx\ty\n")
+    (folder / "STS.gs.news.txt").write_text("4.0\n1.5\n\n")  # third pair unscored
+    (folder / "STS.gs.SMT.txt").write_text("3.0\n")  # its input file is withheld upstream
+    task = sts(tmp_path, "STS13")
+    assert task.first == ["a cat", "rain"] and task.scores == [4.0, 1.5]
+    with pytest.raises(DataError, match="STS14-en-test"):
+        sts(tmp_path, "STS14")
+
+
+def test_family_scores_with_the_teacher(teacher, tmp_path):
+    from ragsafe.evaluation.family import score_retrieval, score_sts
+    from ragsafe.evaluation.tasks import Corpus, PairTask, RetrievalTask
+
+    corpus = Corpus(
+        ["bake", "tax", "moon"], ["How to bake sourdough bread", "Filing income taxes", "Phases of the moon"]
+    )
+    task = RetrievalTask("t", corpus, ["bread baking at home", "when is the full moon"], [{"bake": 1}, {"moon": 1}])
+    assert score_retrieval(teacher, task, tmp_path)["metric"] == pytest.approx(1.0)
+    pairs = PairTask(
+        "s",
+        ["a man plays guitar", "a dog runs", "stocks fell"],
+        ["a man plays a guitar", "a cat sleeps", "the weather is nice"],
+        [5.0, 2.0, 0.0],
+    )
+    assert score_sts(teacher, pairs, tmp_path)["metric"] == pytest.approx(1.0)

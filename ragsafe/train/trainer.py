@@ -35,6 +35,7 @@ from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.model.backbone import Backbone, load_backbone
 from ragsafe.model.checkpoint import load_checkpoint, save_checkpoint
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+from ragsafe.model.tokens import token_vectors_from_text
 from ragsafe.progress import make_progress
 from ragsafe.retrieval import calibrate_threshold, refusal_centroid
 from ragsafe.train.config import TrainConfig
@@ -196,6 +197,11 @@ class Trainer:
             seed=self.cfg.seed,
         )
         self.encoder = GenEncoder(self.backbone, gen_cfg)
+        if self.cfg.token_init:
+            ids = self.backbone.tokenizer(self.cfg.token_init, add_special_tokens=False)["input_ids"]
+            table = self.backbone.model.get_input_embeddings().weight
+            with torch.no_grad():
+                self.encoder.tokens.copy_(token_vectors_from_text(table, ids, self.cfg.num_tokens))
         self.store = PrefixStore(self.encoder, self.examples.student_texts, self.cfg.out / "prefix").build()
         self.targets = torch.from_numpy(self.examples.targets)
         tokenizer = self.backbone.tokenizer
