@@ -48,3 +48,30 @@ def write_results(
     meta_lines = "\n".join(f"- {k}: {v}" for k, v in meta.items())
     md_path.write_text(f"# {name}\n\n{table}\n\n{notes}\n\n{meta_lines}\n\nMachine: {machine_line}\n")
     return json_path, md_path
+
+
+def write_plot(
+    out_dir: str | Path, name: str, rows: list[dict[str, Any]], columns: list[str], title: str, label: str = "embedder"
+) -> Path:
+    """`<name>.png`: one group of bars per column (a task or metric), one bar per row (an embedder)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: benchmarks run on servers
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    path = Path(out_dir) / f"{name}.png"
+    width = 0.8 / max(1, len(rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(columns) + 3), 4))
+    x = np.arange(len(columns))
+    for i, row in enumerate(rows):
+        values = [row.get(c) if isinstance(row.get(c), (int, float)) else np.nan for c in columns]
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=str(row[label]))
+    ax.set_xticks(x, columns, rotation=30 if len(columns) > 4 else 0, ha="right" if len(columns) > 4 else "center")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
