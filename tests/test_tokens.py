@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from ragsafe.model.tokens import check_texts, init_token_vectors, position_ids, tokenize_texts
+from ragsafe.model.tokens import (
+    check_texts,
+    init_token_vectors,
+    position_ids,
+    token_vectors_from_text,
+    tokenize_texts,
+)
 
 
 def test_left_padding_and_truncation(qwen_tiny):
@@ -43,3 +49,11 @@ def test_token_init_is_per_token_distinct_and_seeded(qwen_tiny):
     assert torch.equal(a, b) and a.dtype == torch.float32
     assert torch.cdist(a, a)[~torch.eye(10, dtype=torch.bool)].min() > 0
     assert not torch.equal(a, init_token_vectors(table, 10, seed=1))
+
+
+def test_token_vectors_from_text_take_the_phrase_embeddings():
+    table = torch.arange(20, dtype=torch.float32).reshape(10, 2)
+    assert token_vectors_from_text(table, [1, 2, 3, 4], 2).tolist() == [[6.0, 7.0], [8.0, 9.0]]  # the last ids
+    assert token_vectors_from_text(table, [5], 3).tolist() == [[10.0, 11.0]] * 3  # cycled when short
+    with pytest.raises(ValueError, match="nothing"):
+        token_vectors_from_text(table, [], 3)
