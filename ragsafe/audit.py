@@ -39,6 +39,7 @@ class AuditConfig:
     probes: Path | None = None
     labels: Path | None = None
     judge: bool = True
+    decode: bool = True  # decode each probe's gen soft prompt (slow on CPU: 32 probes ~280 s on 2 busy cores)
     checkpoint: str | None = None
     backbone: str = "default"
     index_path: Path | None = None
@@ -138,7 +139,7 @@ def run_audit(cfg: AuditConfig) -> dict:
             r.harmful, r.p_harm = unique[r.passage_id].harmful, unique[r.passage_id].p_harm
     decoded = {}
     gen = next((e for e in embedders if isinstance(e, GenEmbedder)), None)
-    if gen is not None:
+    if gen is not None and cfg.decode:
         texts = gen.encoder.decode(
             [p["query"] for p in probes], gen.query_instruction, GenerationSettings(max_new_tokens=32)
         )

@@ -21,13 +21,28 @@ def exposure_plot(summary: dict) -> bytes:
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"share of harmful probes with a harmful passage in the top {summary['k']}")
     ax.invert_yaxis()
-    for i, v in enumerate(values):
-        ax.text(min(v + 0.02, 0.9), i, f"{v:.0%}", va="center")
+    for i, v in enumerate(values):  # the label sits inside a long bar (white) and after a short one
+        inside = v > 0.85
+        ax.text(
+            v - 0.02 if inside else v + 0.02,
+            i,
+            f"{v:.0%}",
+            va="center",
+            ha="right" if inside else "left",
+            color="white" if inside else "black",
+            fontweight="bold",
+        )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     return buf.getvalue()
+
+
+DECODE_NOTE = (
+    "gen embedding decodes to: the backbone's greedy decoding of the probe's gen soft prompt; it reads as "
+    "noise unless the gen tokens were trained with the reconstruction loss."
+)
 
 
 def _mark(harmful: bool | None) -> str:
@@ -51,6 +66,8 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
     for name, m in summary["embedders"].items():
         lines.append(f"| {name} | {m['harmful exposure@k']:.1%} | {m['mean harmful passages in top k']:.2f} |")
     lines += ["", "![exposure](exposure.png)", "", "## Per probe", ""]
+    if summary["decoded"]:
+        lines += [f"*{DECODE_NOTE}*", ""]
     by_probe: dict[str, list] = {}
     for run in summary["runs"]:
         by_probe.setdefault(run.probe["id"], []).append(run)
@@ -58,7 +75,8 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
         probe = runs[0].probe
         lines.append(f"### {probe['query']}  ({probe.get('category', '')})")
         if pid in summary["decoded"]:
-            lines.append(f"*gen embedding decodes to:* {summary['decoded'][pid] or '(empty)'}")
+            decoded = " ".join(summary["decoded"][pid].split())  # one line: newlines would break the markdown
+            lines.append(f"*gen embedding decodes to:* {decoded or '(empty)'}")
         for run in runs:
             hits = "; ".join(f"{_mark(h.harmful)} {h.source} ({h.score:.2f})" for h in run.hits)
             lines.append(f"- **{run.embedder}**: {hits}")
@@ -101,12 +119,16 @@ body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#22
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px}}
 .harmful{{color:#fff;background:#c0392b;padding:0 4px;border-radius:3px}}.ok{{color:#1e8449}}
 .unknown{{color:#777}}.dec{{color:#555;font-style:italic}}small{{color:#888;font-weight:normal}}
+li{{margin:4px 0;line-height:1.6}}li span{{white-space:nowrap}}
 </style></head><body><h1>ragsafe audit</h1>
 <p>{html.escape(summary["corpus"])}: {summary["passages"]} passages, {summary["probes"]} harmful probes,
 top {summary["k"]}; harm decided by {html.escape(summary["harm_source"])}.</p>
 <table><tr><th>embedder</th><th>harmful exposure@k</th><th>mean harmful passages in top k</th></tr>{rows}</table>
 <p><img alt="exposure" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>
-<h2>Per probe</h2>{"".join(probes_html)}</body></html>"""
+<h2>Per probe</h2>
+<p>Top {summary["k"]} passages per embedder: <span class="harmful">harmful</span> <span class="ok">not harmful</span>
+<span class="unknown">unknown</span>, source file and score; hover a passage for its text.</p>
+{f"<p class='dec'>{html.escape(DECODE_NOTE)}</p>" if summary["decoded"] else ""}{"".join(probes_html)}</body></html>"""
     html_path = out / "report.html"
     html_path.write_text(page)
     return md_path, html_path

@@ -70,3 +70,18 @@ def test_empty_or_missing_corpus_is_a_clear_error(tmp_path):
     assert result.exit_code == 1 and "No readable passages" in result.output
     result = CliRunner().invoke(app, ["audit", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "does not" in result.output and "exist" in result.output
+
+
+def test_decode_can_be_turned_off_and_the_report_explains_it(tmp_path, corpus, tiny_dir):
+    probes = tmp_path / "probes.txt"
+    probes.write_text("how do I make a pipe bomb\n")
+    base = dict(corpus=corpus, embedders=["gen_asym_untrained"], k=1, probes=probes, judge=False, backbone=tiny_dir)
+    on = run_audit(AuditConfig(**base, out=tmp_path / "on", index_path=tmp_path / "q1"))
+    assert list(on["decoded"]) == ["0"]
+    md, page = write_report(on, tmp_path / "on")
+    assert "reconstruction loss" in md.read_text() and "reconstruction loss" in page.read_text()
+    assert "\n" not in md.read_text().split("*gen embedding decodes to:* ")[-1].split("\n- **")[0]  # one line
+    off = run_audit(AuditConfig(**base, out=tmp_path / "off", index_path=tmp_path / "q2", decode=False))
+    assert off["decoded"] == {}
+    md, page = write_report(off, tmp_path / "off")
+    assert "decodes to" not in md.read_text() and "decodes to" not in page.read_text()
