@@ -16,3 +16,4 @@ python benchmarks/general.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python -c "import mteb" 2>/dev/null && python benchmarks/mteb_local.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 ragsafe train --domain medical --out runs/medical --max-queries 400 --steps 0 --head-steps 300 ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/medical.py --medical runs/medical/checkpoint ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/summary.py
