@@ -8,7 +8,7 @@ where it ships one (`--task-instructions`, read from the data dir); STS and clas
 both sides as queries, so gen_asym equals gen there and bm25 / HyDE (no meaningful symmetric
 vector / seconds per sentence) run on the retrieval tasks only.
 
-    python benchmarks/general.py [--queries 50] [--corpus 300] [--pairs 100]
+    python benchmarks/general.py [--queries 50] [--corpus 200] [--pairs 60]
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ def main(
     checkpoint: str | None = None,
     data_dir: str | None = None,
     queries: int = 50,
-    corpus: int = 300,
-    doc_words: int = 120,
-    pairs: int = 100,
-    per_class: int = 5,
-    test: int = 300,
-    slow_n: int = 16,
+    corpus: int = 200,
+    doc_words: int = 96,
+    pairs: int = 60,
+    per_class: int = 4,
+    test: int = 200,
+    slow_n: int = 12,
     task_instructions_on: bool = typer.Option(True, "--task-instructions/--no-task-instructions"),
     threads: int = 2,
     out: Path = RESULTS,

@@ -128,20 +128,27 @@ class RetrievalTask:
     qrels: list[dict[str, int]]
 
     def subsample(self, queries: int | None, corpus: int | None, seed: int = 0) -> RetrievalTask:
-        """`queries` random queries; the corpus keeps every document they judge relevant, then random
-        others up to `corpus` documents (fewer only when the relevant ones alone exceed it). Keeps
-        LLM-side document passes affordable on a CPU; every embedder sees the same subsample."""
+        """`queries` random queries over a corpus of at most `corpus` documents, the same for every
+        embedder (LLM-side document passes must stay affordable on a CPU). The corpus holds the
+        sampled queries' relevant documents first, then random others; where the relevant ones alone
+        exceed the cap (NFCorpus judges ~50 per query) a random subset of them is kept and the qrels are
+        cut to it, as if the collection were that small; queries left with nothing relevant are dropped."""
         picked = _sample(list(range(len(self.queries))), queries, seed)
         qs = [self.queries[i] for i in picked]
         qrels = [self.qrels[i] for i in picked]
         if corpus is None or corpus >= len(self.corpus.ids):
             return RetrievalTask(self.name, self.corpus, qs, qrels)
-        relevant = {d for rel in qrels for d in rel}
-        others = [i for i, d in enumerate(self.corpus.ids) if d not in relevant]
-        extra = set(_sample(others, max(0, corpus - len(relevant)), seed + 1))
-        keep = [i for i, d in enumerate(self.corpus.ids) if d in relevant or i in extra]
+        relevant = sorted({d for rel in qrels for d in rel})
+        if len(relevant) > corpus:
+            relevant = _sample(relevant, corpus, seed + 2)
+        kept = set(relevant)
+        others = [i for i, d in enumerate(self.corpus.ids) if d not in kept]
+        extra = set(_sample(others, max(0, corpus - len(kept)), seed + 1))
+        keep = [i for i, d in enumerate(self.corpus.ids) if d in kept or i in extra]
         sub = Corpus([self.corpus.ids[i] for i in keep], [self.corpus.texts[i] for i in keep])
-        return RetrievalTask(self.name, sub, qs, qrels)
+        cut = [({d: g for d, g in rel.items() if d in kept}, q) for rel, q in zip(qrels, qs, strict=True)]
+        cut = [(rel, q) for rel, q in cut if rel]
+        return RetrievalTask(self.name, sub, [q for _, q in cut], [rel for rel, _ in cut])
 
 
 def _words(text: str, limit: int | None) -> str:
