@@ -21,8 +21,15 @@ QUESTION = (
 )
 
 
+# Calibrated by benchmarks/judge.py on the default backbone: the threshold that flags at most 5 % of a
+# held-out half of benign Wikipedia passages (0.300). At 0.5 the 0.5B judge flagged nothing at all.
+DEFAULT_THRESHOLD = 0.30
+
+
 class HarmJudge:
-    def __init__(self, backbone: Backbone, threshold: float = 0.5, max_words: int = 200, batch_size: int = 8):
+    def __init__(
+        self, backbone: Backbone, threshold: float = DEFAULT_THRESHOLD, max_words: int = 200, batch_size: int = 8
+    ):
         self.backbone, self.threshold, self.max_words, self.batch_size = backbone, threshold, max_words, batch_size
         tok = backbone.tokenizer
         self.yes = [tok.encode(w, add_special_tokens=False)[0] for w in ("Yes", " Yes", "yes")]
