@@ -37,6 +37,7 @@ from ragsafe.datadir import data_file  # noqa: E402
 from ragsafe.embedders.base import Embedder  # noqa: E402
 from ragsafe.evaluation.metrics import spearman  # noqa: E402
 from ragsafe.evaluation.results import write_results  # noqa: E402
+from ragsafe.evaluation.tasks import sts  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 BIOSSES_FILE = "sts/biosses/biosses.tsv"
@@ -153,17 +154,9 @@ def biosses_task(data_dir: str | Path | None) -> tuple[BiossesLocal, str]:
 
     Also returns the file's sha256 prefix: it stands in for a hub revision in the results.
     """
+    pairs = sts(data_dir, "BIOSSES")
+    task = BiossesLocal(pairs.first, pairs.second, pairs.scores, min_score=0, max_score=4)
     raw = data_file(data_dir, BIOSSES_FILE).read_bytes()
-    lines = raw.decode("utf-8").splitlines()
-    header = lines[0].split("\t")
-    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:] if line.strip()]
-    task = BiossesLocal(
-        [r["sentence1"] for r in rows],
-        [r["sentence2"] for r in rows],
-        [float(r["mean_score"]) for r in rows],
-        min_score=0,
-        max_score=4,
-    )
     return task, hashlib.sha256(raw).hexdigest()[:16]
 
 

@@ -26,6 +26,10 @@ ALL = "bm25,teacher,llm_mean,gen,gen_asym,hyde,hyde_policy"
 TASK_INSTRUCTION = "Name and explain the theorem needed to solve this problem:"
 
 
+def result_row(name: str, scored: dict) -> dict:
+    return {"embedder": name, "nDCG@10": scored["metric"], **{k: v for k, v in scored.items() if k != "metric"}}
+
+
 def main(
     embedders: str = ALL,
     checkpoint: str | None = None,
@@ -47,16 +51,13 @@ def main(
         with query_instruction(emb, instruction):
             slow = isinstance(emb, HyDEEmbedder)
             scored = score_retrieval(emb, task, out / ".cache", slow_n if slow else None)
-        rows.append(
-            {"embedder": name, "nDCG@10": scored["metric"], **{k: v for k, v in scored.items() if k != "metric"}}
-        )
+        rows.append(result_row(name, scored))
         typer.echo(rows[-1])
     teacher_emb = next((e for e in built if e.name == "teacher"), None)
     if teacher_emb is not None and any(isinstance(e, HyDEEmbedder) for e in built):
         # HyDE ran on fewer questions: the teacher on exactly those, for a fair comparison
         scored = score_retrieval(teacher_emb, task, out / ".cache", slow_n)
-        rows.append({"embedder": f"teacher (first {slow_n})", "nDCG@10": scored["metric"], **scored})
-        rows[-1].pop("metric")
+        rows.append(result_row(f"teacher (first {slow_n})", scored))
     teacher = next((r for r in rows if r["embedder"] == "teacher"), None)
     for r in rows:
         if teacher:
