@@ -70,6 +70,10 @@ def train(
     w_recon: float = typer.Option(0.0, help="Weight of the reconstruction loss (slow on CPU)."),
     data_dir: Path | None = typer.Option(None, help="Data folder (default: ../shared/data)."),
     resume: bool = typer.Option(False, help="Continue from the run folder's last trainer state."),
+    gen_batch_size: int = typer.Option(32, help="Queries answered per generation batch (256+ on a GPU)."),
+    head_batch_size: int = typer.Option(128, help="Stage-1 batch size."),
+    checkpoint_every: int = typer.Option(25, help="Stage-2 steps between validation + trainer-state saves."),
+    max_minutes: float | None = typer.Option(None, help="Stop stage 2 after this many minutes (state is saved)."),
 ) -> None:
     """Fit the gen tokens self-supervised: the backbone answers the queries, the tokens learn its answers."""
     from dataclasses import replace
@@ -92,6 +96,10 @@ def train(
         max_queries=max_queries,
         w_recon=w_recon,
         data_dir=data_dir,
+        gen_batch_size=gen_batch_size,
+        head_batch_size=head_batch_size,
+        checkpoint_every=checkpoint_every,
+        max_minutes=max_minutes,
     )
     cfg.generation = replace(cfg.generation, max_new_tokens=max_new_tokens)
     if no_policy:

@@ -13,12 +13,14 @@ training-side queries (see `calibrate_threshold`), never on an evaluation set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from ragsafe.embedders.gen import GenEmbedder
-from ragsafe.index import Hit, Index, storage_name
+
+if TYPE_CHECKING:  # the trainer imports this module; it must not need Qdrant
+    from ragsafe.index import Hit, Index
 
 Mode = Literal["off", "flag", "suppress"]
 
@@ -74,6 +76,8 @@ class SafeRetriever:
         self.index, self.embedder, self.scorer, self.mode = index, embedder, scorer, mode
 
     def search(self, query: str, k: int = 5) -> SafeResult:
+        from ragsafe.index import storage_name
+
         vector = self.embedder.encode_queries([query])[0]
         score = float(self.scorer.scores_for(vector[None])[0]) if self.scorer and self.mode != "off" else None
         if self.mode == "suppress" and score is not None and score > self.scorer.threshold:

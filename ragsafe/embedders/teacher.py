@@ -47,7 +47,10 @@ class TeacherEmbedder:
             # A local folder must never trigger a hub lookup (no network here, and none wanted).
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.spec = spec
-        self.model = SentenceTransformer(path, device=device or "cpu", local_files_only=local)
+        import torch
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = SentenceTransformer(path, device=device, local_files_only=local)
         self.batch_size = batch_size
 
     @property

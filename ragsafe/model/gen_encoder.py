@@ -9,6 +9,7 @@ Only `tokens`, `R` and `A` are parameters of this module (float32); the backbone
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -53,6 +54,13 @@ class LensEntry:
     probs: list[float]
 
 
+def _cache_argument(model: nn.Module) -> str:
+    """The forward argument that takes a KV cache: `cache` in the pinned transformers, `past_key_values`
+    in earlier 5.x releases (still found on GPU images). A wrong name would be swallowed by **kwargs and
+    the tokens would silently attend to nothing, so it is looked up rather than assumed."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class GenEncoder(nn.Module):
     def __init__(self, backbone: Backbone, config: GenConfig | None = None) -> None:
         super().__init__()
@@ -66,6 +74,7 @@ class GenEncoder(nn.Module):
             torch.manual_seed(self.config.seed)
             self.R = nn.Linear(hidden, hidden)
             self.A = nn.Linear(hidden, self.config.out_dim)
+        self.to(backbone.device)  # the trainable part lives where the backbone computes (float32)
 
     @property
     def dim(self) -> int:
@@ -107,12 +116,13 @@ class GenEncoder(nn.Module):
         """KV cache of the frozen text prefix (no grad): what the tokens attend to, fixed for a given text."""
         with torch.no_grad():
             text_embeds = self.backbone.model.get_input_embeddings()(batch.input_ids)
-            return self.backbone.model.base_model(
+            out = self.backbone.model.base_model(
                 inputs_embeds=text_embeds,
                 attention_mask=batch.attention_mask,
                 position_ids=position_ids(batch.attention_mask),
                 use_cache=True,
-            ).past_key_values
+            )
+            return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
 
     def token_states(self, cache, prefix_mask: torch.Tensor) -> torch.Tensor:
         """Run only the K_tot token positions (with autograd) on top of a prefix cache; (B, K, H) float32.
@@ -125,8 +135,8 @@ class GenEncoder(nn.Module):
             inputs_embeds=special,
             attention_mask=full_mask,
             position_ids=prefix_mask.sum(dim=1, keepdim=True) + offsets,
-            cache=cache,
             use_cache=True,
+            **{_cache_argument(self.backbone.model.base_model): cache},
         ).last_hidden_state
         return out[:, -self.config.num_compress :, :].float()
 

@@ -79,7 +79,7 @@ def init_token_vectors(embeddings: torch.Tensor, count: int, seed: int = 0, nois
     """
     table = embeddings.detach().float()
     generator = torch.Generator().manual_seed(seed)
-    mean, std = table.mean(dim=0), table.std()
+    mean, std = table.mean(dim=0).cpu(), table.std().cpu()  # the generator (and result) are on the CPU
     return mean + noise * std * torch.randn(count, table.shape[1], generator=generator)
 
 

@@ -48,6 +48,12 @@ class TrainConfig:
     duplicate_threshold: float = 0.95
     recon_tokens: int = 32
     checkpoint_every: int = 25
+    # stop stage 2 after this many minutes of it (None: run all steps); the trainer state is saved
+    max_minutes: float | None = None
+    # end on the evaluated state with the best validation MRR, not necessarily the last one: a guard
+    # against late drift towards collapse (it only ever picks states measured on held-out queries)
+    keep_best: bool = True
+    prefix_chunk: int | None = None  # queries per cached-prefix file; None: 16 on CPU, 128 on a GPU
     instructions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -1,9 +1,9 @@
 """Unlabeled training queries: read them from the user's files or the data dir, and keep benchmark
 queries out of them.
 
-Formats: .jsonl / .jsonl.gz (a field among query/question/instruction/prompt/goal/Behavior/text, or
-the first string of `turns`), .json (a list of such objects or of strings), .csv (a column with one of
-those names), .txt (one query per line).
+Formats: .jsonl / .jsonl.gz (a field among query/question/instruction/prompt/goal/Behavior/text, the
+first string of `turns`, or the first human turn of a `chosen` Human/Assistant transcript), .json (a
+list of such objects or of strings), .csv (a column with one of those names), .txt (one query per line).
 """
 
 from __future__ import annotations
@@ -46,7 +46,16 @@ def _pick(record: dict, field: str | None) -> str | None:
     turns = record.get("turns")
     if isinstance(turns, list) and turns and isinstance(turns[0], str):
         return turns[0]
+    transcript = record.get("chosen")
+    if isinstance(transcript, str) and "Human:" in transcript:
+        return first_human_turn(transcript)
     return None
+
+
+def first_human_turn(transcript: str) -> str | None:
+    """The opening user turn of a `Human: ... Assistant: ...` transcript (HH-RLHF's format)."""
+    match = re.search(r"Human:(.*?)(?:\n\s*\n\s*Assistant:|$)", transcript, re.DOTALL)
+    return match.group(1).strip() or None if match else None
 
 
 def read_queries(path: str | Path, field: str | None = None) -> list[str]:

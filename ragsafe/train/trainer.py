@@ -202,8 +202,9 @@ class Trainer:
             table = self.backbone.model.get_input_embeddings().weight
             with torch.no_grad():
                 self.encoder.tokens.copy_(token_vectors_from_text(table, ids, self.cfg.num_tokens))
-        self.store = PrefixStore(self.encoder, self.examples.student_texts, self.cfg.out / "prefix").build()
-        self.targets = torch.from_numpy(self.examples.targets)
+        chunk = self.cfg.prefix_chunk or (128 if self.backbone.device.type == "cuda" else 16)
+        self.store = PrefixStore(self.encoder, self.examples.student_texts, self.cfg.out / "prefix", chunk).build()
+        self.targets = torch.from_numpy(self.examples.targets).to(self.backbone.device)
         tokenizer = self.backbone.tokenizer
         eos = self.backbone.eos_token_ids[0]
         self.response_ids = [
@@ -213,7 +214,7 @@ class Trainer:
         ex = self.examples
         baseline = self.teacher.embed([ex.queries[i].text for i in ex.val_idx])
         self.teacher_query_reference = validation_metrics(
-            torch.from_numpy(baseline), self.targets[ex.val_idx]
+            torch.from_numpy(baseline).to(self.targets.device), self.targets[ex.val_idx]
         )  # how well the teacher's own query embedding predicts the response: the bar to beat
 
     def _recon(self, s: torch.Tensor, indices: list[int]) -> torch.Tensor:
@@ -333,6 +334,8 @@ class Trainer:
         loss_fn = make_loss(cfg)
         rng = random.Random(cfg.seed + step + 100_003 * self.rank)  # each rank draws its own batches
         interrupted = False
+        loop_start = time.time()
+        best = self._snapshot(self.evaluate(), step) if cfg.keep_best else None
 
         def on_sigint(signum, frame):  # finish the step, save, stop
             nonlocal interrupted
@@ -343,6 +346,9 @@ class Trainer:
             with make_progress(transient=False) as progress:
                 task = progress.add_task("stage 2: tokens", total=cfg.steps, completed=step, info="")
                 while step < cfg.steps and not interrupted:
+                    if cfg.max_minutes is not None and time.time() - loop_start > 60 * cfg.max_minutes:
+                        self.history.append({"stage": 2, "step": step, "stopped": f"time limit {cfg.max_minutes} min"})
+                        break
                     batch = rng.sample(ex.train_idx, min(cfg.batch_size, len(ex.train_idx)))
                     for group in opt.param_groups:
                         group["lr"] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup)
@@ -366,17 +372,28 @@ class Trainer:
                     if self.rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                         record.update(self.evaluate())
                         self._save_state(opt, step)
+                        if best is not None and record["val_mrr"] > best["metrics"]["val_mrr"]:
+                            best = self._snapshot(record, step)
                     info = f"loss {loss.item():.3f}"
                     if "val_cos" in record:
                         info += f" val_cos {record['val_cos']:.3f} r@1 {record['val_recall@1']:.2f}"
                     progress.update(task, advance=1, info=info)
                     if self.on_step:
                         self.on_step(step)
-            if interrupted and self.rank == 0:
+            if self.rank == 0 and (interrupted or step < cfg.steps):
                 self._save_state(opt, step)
         finally:
             signal.signal(signal.SIGINT, previous)
+        if best is not None and not interrupted:
+            final = self.evaluate()["val_mrr"]
+            if best["metrics"]["val_mrr"] > final:
+                self.encoder.load_state_dict(best["state"])
+            self.best_step = best["step"] if best["metrics"]["val_mrr"] > final else step
         return step
+
+    def _snapshot(self, metrics: dict, step: int) -> dict:
+        state = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
+        return {"metrics": {"val_mrr": float(metrics["val_mrr"])}, "state": state, "step": step}
 
     def safety_calibration(self, max_false_rate: float = 0.05) -> dict:
         """Refusal centroid from the training responses; threshold from non-refused validation queries."""
@@ -387,7 +404,7 @@ class Trainer:
         benign = [i for i in ex.val_idx if not ex.refused[i]]
         with torch.no_grad():
             e = F.normalize(self.encoder.pool(self.encoder.soft_prompts(self._states(benign, grad=False))), dim=-1)
-        scores = e.numpy() @ centroid
+        scores = e.cpu().numpy() @ centroid
         return {
             "refusal_centroid": centroid.astype(float).tolist(),
             "threshold": calibrate_threshold(scores, max_false_rate) if len(scores) else 1.0,
@@ -418,6 +435,7 @@ class Trainer:
             "refusal_rate_train_responses": round(float(np.mean(ex.refused)), 3),
             "stage1_head_steps": self.cfg.head_steps if not resumed else "from checkpoint",
             "stage2_steps": steps_done,
+            "stage2_kept_step": getattr(self, "best_step", steps_done),
             "wall_seconds_this_run": round(time.time() - start, 1),
             "wall_seconds_total": self.wall_seconds(),
             "validation": {
