@@ -234,3 +234,27 @@ def test_data_parallel_with_torchrun_on_two_cpu_processes(tmp_path):
     assert (out / "rank0.sha").read_text() == (out / "rank1.sha").read_text()  # ranks stayed in sync
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history if h["stage"] == 2] == list(range(1, 9))
+
+
+def test_a_non_finite_batch_is_skipped_and_the_best_state_kept(qwen_tiny, teacher, tmp_path):
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(f"what is thing number {i}" for i in range(12)))
+    cfg = TrainConfig(
+        out=tmp_path / "run",
+        queries_file=qfile,
+        generation=GenerationSettings(max_new_tokens=5),
+        head_steps=0,
+        steps=4,
+        batch_size=4,
+        checkpoint_every=2,
+        warmup=1,
+    )
+    trainer = Trainer(cfg, qwen_tiny, teacher)
+    trainer.prepare()
+    trainer.targets[trainer.examples.train_idx] = float("nan")  # every training batch now has a NaN loss
+    before = {k: v.clone() for k, v in trainer.encoder.state_dict().items()}
+    assert trainer.train_tokens() == 4
+    skipped = [h for h in trainer.history if h.get("skipped")]
+    assert len(skipped) == 4
+    for name, value in trainer.encoder.state_dict().items():
+        assert torch.isfinite(value).all() and torch.equal(value, before[name])

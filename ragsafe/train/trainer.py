@@ -320,8 +320,8 @@ class Trainer:
             if f"{name}.exp_avg" in tensors:
                 opt.state[param] = {
                     "step": torch.tensor(float(progress["step"])),
-                    "exp_avg": tensors[f"{name}.exp_avg"],
-                    "exp_avg_sq": tensors[f"{name}.exp_avg_sq"],
+                    "exp_avg": tensors[f"{name}.exp_avg"].to(param.device),
+                    "exp_avg_sq": tensors[f"{name}.exp_avg_sq"].to(param.device),
                 }
         self.history = progress["history"]
         self.wall_before = float(progress.get("wall_seconds", 0.0))
@@ -364,15 +364,19 @@ class Trainer:
                         for param in self.encoder.parameters():
                             self.dist.all_reduce(param.grad)
                             param.grad /= self.world
-                    torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.grad_clip)
-                    opt.step()
+                    norm = torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.grad_clip)
                     step += 1
+                    if not (torch.isfinite(loss) and torch.isfinite(norm)):
+                        # one bad batch must not turn every parameter into NaN (a resumed GPU run here did)
+                        self.history.append({"stage": 2, "step": step, "skipped": "non-finite loss or gradient"})
+                        continue
+                    opt.step()
                     record = {"stage": 2, "step": step, "loss": loss.item(), **parts}
                     self.history.append(record)
                     if self.rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                         record.update(self.evaluate())
                         self._save_state(opt, step)
-                        if best is not None and record["val_mrr"] > best["metrics"]["val_mrr"]:
+                        if best is not None and self._improves(record, best):
                             best = self._snapshot(record, step)
                     info = f"loss {loss.item():.3f}"
                     if "val_cos" in record:
@@ -386,10 +390,18 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
         if best is not None and not interrupted:
             final = self.evaluate()["val_mrr"]
-            if best["metrics"]["val_mrr"] > final:
+            restore = not self._finite() or not math.isfinite(final) or best["metrics"]["val_mrr"] > final
+            if restore:
                 self.encoder.load_state_dict(best["state"])
-            self.best_step = best["step"] if best["metrics"]["val_mrr"] > final else step
+            self.best_step = best["step"] if restore else step
         return step
+
+    def _improves(self, record: dict, best: dict) -> bool:
+        mrr = record["val_mrr"]
+        return math.isfinite(mrr) and mrr > best["metrics"]["val_mrr"] and self._finite()
+
+    def _finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.encoder.parameters())
 
     def _snapshot(self, metrics: dict, step: int) -> dict:
         state = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
@@ -421,7 +433,8 @@ class Trainer:
         if not resumed:
             self.fit_heads()
         self._broadcast_parameters()
-        after_heads = self.evaluate()
+        # on resume the trained state is loaded inside train_tokens; evaluating here would show the untrained one
+        after_heads = self.evaluate() if not resumed else {"note": "resumed; see the first run's card"}
         steps_done = self.train_tokens(resume=resume)
         final = self.evaluate()
         ex = self.examples
