@@ -181,21 +181,18 @@ def test_both_losses_fall_on_the_tiny_model(qwen_tiny, teacher, tmp_path):
     assert steps[-1]["align"] < steps[0]["align"] - 0.1
 
 
+def small_config(tmp_path, texts: list[str], **overrides) -> TrainConfig:
+    """A few-step run on the tiny model: 5-token answers, batches of 4, a checkpoint every 2 steps."""
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(texts))
+    settings = dict(generation=GenerationSettings(max_new_tokens=5), batch_size=4, checkpoint_every=2, warmup=1)
+    return TrainConfig(out=tmp_path / "run", queries_file=qfile, **{**settings, **overrides})
+
+
 def test_run_writes_a_loadable_checkpoint_with_a_card(qwen_tiny, teacher, tmp_path):
     from ragsafe.model.checkpoint import load_checkpoint, read_config
 
-    qfile = tmp_path / "q.txt"
-    qfile.write_text("\n".join(f"tell me about item {i}" for i in range(12)))
-    cfg = TrainConfig(
-        out=tmp_path / "run",
-        queries_file=qfile,
-        generation=GenerationSettings(max_new_tokens=5),
-        head_steps=20,
-        steps=3,
-        batch_size=4,
-        checkpoint_every=2,
-        warmup=1,
-    )
+    cfg = small_config(tmp_path, [f"tell me about item {i}" for i in range(12)], head_steps=20, steps=3)
     out = Trainer(cfg, qwen_tiny, teacher).run()
     card = read_config(out)["card"]
     assert card["stage2_steps"] == 3 and card["train_examples"] + card["val_examples"] == 12
@@ -237,18 +234,7 @@ def test_data_parallel_with_torchrun_on_two_cpu_processes(tmp_path):
 
 
 def test_a_non_finite_batch_is_skipped_and_the_best_state_kept(qwen_tiny, teacher, tmp_path):
-    qfile = tmp_path / "q.txt"
-    qfile.write_text("\n".join(f"what is thing number {i}" for i in range(12)))
-    cfg = TrainConfig(
-        out=tmp_path / "run",
-        queries_file=qfile,
-        generation=GenerationSettings(max_new_tokens=5),
-        head_steps=0,
-        steps=4,
-        batch_size=4,
-        checkpoint_every=2,
-        warmup=1,
-    )
+    cfg = small_config(tmp_path, [f"what is thing number {i}" for i in range(12)], head_steps=0, steps=4)
     trainer = Trainer(cfg, qwen_tiny, teacher)
     trainer.prepare()
     trainer.targets[trainer.examples.train_idx] = float("nan")  # every training batch now has a NaN loss
