@@ -74,6 +74,7 @@ def train(
     head_batch_size: int = typer.Option(128, help="Stage-1 batch size."),
     checkpoint_every: int = typer.Option(25, help="Stage-2 steps between validation + trainer-state saves."),
     max_minutes: float | None = typer.Option(None, help="Stop stage 2 after this many minutes (state is saved)."),
+    init_from: str | None = typer.Option(None, help="Start from a checkpoint ('default': the shipped one)."),
 ) -> None:
     """Fit the gen tokens self-supervised: the backbone answers the queries, the tokens learn its answers."""
     from dataclasses import replace
@@ -100,6 +101,7 @@ def train(
         head_batch_size=head_batch_size,
         checkpoint_every=checkpoint_every,
         max_minutes=max_minutes,
+        init_from=init_from,
     )
     cfg.generation = replace(cfg.generation, max_new_tokens=max_new_tokens)
     if no_policy:

@@ -183,6 +183,7 @@ def test_both_losses_fall_on_the_tiny_model(qwen_tiny, teacher, tmp_path):
 
 def small_config(tmp_path, texts: list[str], **overrides) -> TrainConfig:
     """A few-step run on the tiny model: 5-token answers, batches of 4, a checkpoint every 2 steps."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     qfile = tmp_path / "q.txt"
     qfile.write_text("\n".join(texts))
     settings = dict(generation=GenerationSettings(max_new_tokens=5), batch_size=4, checkpoint_every=2, warmup=1)
@@ -244,3 +245,16 @@ def test_a_non_finite_batch_is_skipped_and_the_best_state_kept(qwen_tiny, teache
     assert len(skipped) == 4
     for name, value in trainer.encoder.state_dict().items():
         assert torch.isfinite(value).all() and torch.equal(value, before[name])
+
+
+def test_a_run_can_start_from_a_checkpoint(qwen_tiny, teacher, tmp_path):
+    from ragsafe.model.checkpoint import load_checkpoint
+
+    texts = [f"tell me about item {i}" for i in range(12)]
+    first = Trainer(small_config(tmp_path / "a", texts, head_steps=20, steps=2), qwen_tiny, teacher).run()
+    cfg = small_config(tmp_path / "b", texts, head_steps=20, steps=0, init_from=str(first))
+    trainer = Trainer(cfg, qwen_tiny, teacher)
+    second = trainer.run()
+    assert not [h for h in trainer.history if h["stage"] == 1]  # stage 1 skipped: the heads came with it
+    for name, value in load_checkpoint(first, qwen_tiny).state_dict().items():
+        assert torch.equal(value, load_checkpoint(second, qwen_tiny).state_dict()[name])

@@ -27,6 +27,10 @@ class TrainConfig:
     num_tokens: int = 10
     num_compress: int = 10
     max_length: int = 512
+    # start from a trained checkpoint ("default": the shipped one) instead of fresh tokens and heads;
+    # a domain run then adapts the general tokens rather than relearning them from a few hundred answers;
+    # stage 1 is skipped (the heads are already fitted)
+    init_from: str | None = None
     # the tokens start as this phrase's embeddings (None: vocabulary mean plus noise)
     token_init: str | None = " Answer in one passage. The passage that answers this request is:"
     # stage 1: the heads (R, A) on cached compression states of the initial tokens

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.model.backbone import Backbone, load_backbone
-from ragsafe.model.checkpoint import load_checkpoint, save_checkpoint
+from ragsafe.model.checkpoint import default_checkpoint_dir, load_checkpoint, save_checkpoint
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.model.tokens import token_vectors_from_text
 from ragsafe.progress import make_progress
@@ -197,7 +197,9 @@ class Trainer:
             seed=self.cfg.seed,
         )
         self.encoder = GenEncoder(self.backbone, gen_cfg)
-        if self.cfg.token_init:
+        if self.cfg.init_from:
+            self._init_from(self.cfg.init_from)
+        elif self.cfg.token_init:
             ids = self.backbone.tokenizer(self.cfg.token_init, add_special_tokens=False)["input_ids"]
             table = self.backbone.model.get_input_embeddings().weight
             with torch.no_grad():
@@ -216,6 +218,15 @@ class Trainer:
         self.teacher_query_reference = validation_metrics(
             torch.from_numpy(baseline).to(self.targets.device), self.targets[ex.val_idx]
         )  # how well the teacher's own query embedding predicts the response: the bar to beat
+
+    def _init_from(self, spec: str) -> None:
+        path = default_checkpoint_dir() if spec == "default" else Path(spec)
+        if path is None:
+            raise ValueError("init_from='default' but this build ships no default checkpoint")
+        start = load_checkpoint(path, self.backbone)  # refuses a checkpoint of another backbone
+        if start.config.out_dim != self.encoder.config.out_dim or start.config.num_tokens != self.cfg.num_tokens:
+            raise ValueError(f"{path}: its token count / output width do not match this run's teacher and config")
+        self.encoder.load_state_dict(start.state_dict())
 
     def _recon(self, s: torch.Tensor, indices: list[int]) -> torch.Tensor:
         rows = [self.response_ids[i] for i in indices]
@@ -430,7 +441,7 @@ class Trainer:
         self.prepare()
         initial = self.evaluate()
         resumed = resume and (self._state_path() / "progress.json").is_file()
-        if not resumed:
+        if not resumed and not self.cfg.init_from:  # a started checkpoint's heads are already fitted
             self.fit_heads()
         self._broadcast_parameters()
         # on resume the trained state is loaded inside train_tokens; evaluating here would show the untrained one
