@@ -14,6 +14,6 @@ python benchmarks/reasoning.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/general.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 # needs the optional extra: pip install -e ".[bench]"
 python -c "import mteb" 2>/dev/null && python benchmarks/mteb_local.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
-ragsafe train --domain medical --out runs/medical --max-queries 400 --steps 0 --head-steps 300 ${DATA_DIR:+--data-dir "$DATA_DIR"}
+ragsafe train --domain medical --out runs/medical --max-queries 400 --init-from default --steps 150 --batch-size 16 --lr 2e-4 --checkpoint-every 25 ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/medical.py --medical runs/medical/checkpoint ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/summary.py
