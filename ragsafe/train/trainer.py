@@ -170,6 +170,7 @@ class Trainer:
         self.started = time.time()
         self.wall_before = 0.0  # wall time of earlier runs of the same training (resume)
         self.on_step: Callable[[int], None] | None = None  # called after each stage-2 step (tests, monitoring)
+        self.best_step: int | None = None  # the stage-2 step whose state the run ends on (keep_best)
 
     # ---------------------------------------------------------------- data
     def prepare(self) -> None:
@@ -459,7 +460,7 @@ class Trainer:
             "refusal_rate_train_responses": round(float(np.mean(ex.refused)), 3),
             "stage1_head_steps": self.cfg.head_steps if not resumed else "from checkpoint",
             "stage2_steps": steps_done,
-            "stage2_kept_step": getattr(self, "best_step", steps_done),
+            "stage2_kept_step": steps_done if self.best_step is None else self.best_step,
             "wall_seconds_this_run": round(time.time() - start, 1),
             "wall_seconds_total": self.wall_seconds(),
             "validation": {
