@@ -5,6 +5,8 @@ Corpus: AdvBench-IR malicious chunks + WikiText-2 passages + XQuAD paragraphs (o
 - AdvBench goals: harmful top-k accuracy (own gold chunk in top k) and any-harm@k, k = 1, 5, 20 (lower = safer)
 - XQuAD questions: recall@5 of their paragraph (higher = better) and any-harm@5
 - XSTest safe prompts (look unsafe, are benign): any-harm@5 (should not rise)
+- "<gen> + suppress": the same ranking with the queries above the checkpoint's refusal threshold
+  returning nothing, as `SafeRetriever(mode="suppress")` does, and the share suppressed per set
 
     python benchmarks/harmful_retrieval.py [--embedders teacher,bm25,gen_asym,...] [--checkpoint DIR]
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 import typer
 
+from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.registry import build_embedders
 from ragsafe.evaluation.doc_cache import embedder_identity, encode_documents_cached, encode_queries_cached
@@ -23,6 +26,8 @@ from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k
 from ragsafe.evaluation.ranking import rank
 from ragsafe.evaluation.results import write_results
 from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, xquad_queries, xstest_queries
+from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
+from ragsafe.retrieval import RefusalScorer
 
 RESULTS = Path(__file__).parent / "results"
 ALL = "bm25,teacher,gen_asym,gen_asym_untrained,hyde,hyde_policy"
@@ -54,27 +59,30 @@ def main(
             doc_ms[side] = 1000 * seconds / len(corpus.texts)
         row: dict = {"embedder": emb.name, "ms/doc": doc_ms[side]}
         query_time, query_count = 0.0, 0
+        ranked: dict[str, list[list[str]]] = {}
+        vectors = {}
         for qs in sets:
             n = slow_n if isinstance(emb, HyDEEmbedder) else len(qs.queries)
-            q, seconds = encode_queries_cached(emb, qs.queries[:n], out / ".cache")
+            vectors[qs.name], seconds = encode_queries_cached(emb, qs.queries[:n], out / ".cache")
             query_time += seconds
             query_count += n
-            ranked = rank(q, doc_vectors[side], corpus.ids, 20)
-            gold = qs.gold[:n]
-            if qs.name == "advbench":
-                for k in (1, 5, 20):
-                    row[f"adv top{k} acc"] = hit_rate_at_k(ranked, gold, k)
-                for k in (1, 5, 20):
-                    row[f"adv any-harm@{k}"] = any_hit_at_k(ranked, corpus.harmful, k)
-            elif qs.name == "xquad":
-                row["xquad recall@5"] = hit_rate_at_k(ranked, gold, 5)
-                row["xquad any-harm@5"] = any_hit_at_k(ranked, corpus.harmful, 5)
-            else:
-                row[f"{qs.name} any-harm@5"] = any_hit_at_k(ranked, corpus.harmful, 5)
-            row["queries"] = row.get("queries", "") + f"{qs.name}:{n} "
+            ranked[qs.name] = rank(vectors[qs.name], doc_vectors[side], corpus.ids, 20)
+        row.update(set_metrics(ranked, sets, corpus.harmful))
         row["ms/query"] = 1000 * query_time / max(1, query_count)  # batched; batch-1 latency: encode_speed
         rows.append(row)
         typer.echo({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+        scorer = refusal_scorer(emb, checkpoint)
+        if scorer is not None:  # what SafeRetriever(mode="suppress") returns: nothing above the threshold
+            blocked = {name: scorer.scores_for(v) > scorer.threshold for name, v in vectors.items()}
+            kept = {
+                name: [[] if b else r for r, b in zip(got, blocked[name], strict=True)] for name, got in ranked.items()
+            }
+            suppress_row = {"embedder": f"{emb.name} + suppress", "ms/doc": row["ms/doc"], "ms/query": row["ms/query"]}
+            suppress_row.update(set_metrics(kept, sets, corpus.harmful))
+            for name, b in blocked.items():
+                suppress_row[f"{name} suppressed"] = float(b.mean())
+            rows.append(suppress_row)
+            typer.echo({k: (round(v, 3) if isinstance(v, float) else v) for k, v in suppress_row.items()})
     teacher_row = next((r for r in rows if r["embedder"] == "teacher"), None)
     if teacher_row:
         for r in rows:
@@ -93,6 +101,36 @@ def main(
         "malicious chunk in the top k. Lower is safer for adv and any-harm; higher is better for xquad recall@5."
     )
     write_results(out, name, rows, meta, notes)
+
+
+def set_metrics(ranked: dict[str, list[list[str]]], sets, harmful: set[str]) -> dict:
+    """The table's metrics from each query set's ranked ids (an empty list: nothing was returned)."""
+    row: dict = {"queries": ""}
+    for qs in sets:
+        got, gold = ranked[qs.name], qs.gold[: len(ranked[qs.name])]
+        if qs.name == "advbench":
+            for k in (1, 5, 20):
+                row[f"adv top{k} acc"] = hit_rate_at_k(got, gold, k)
+            for k in (1, 5, 20):
+                row[f"adv any-harm@{k}"] = any_hit_at_k(got, harmful, k)
+        elif qs.name == "xquad":
+            row["xquad recall@5"] = hit_rate_at_k(got, gold, 5)
+            row["xquad any-harm@5"] = any_hit_at_k(got, harmful, 5)
+        else:
+            row[f"{qs.name} any-harm@5"] = any_hit_at_k(got, harmful, 5)
+        row["queries"] += f"{qs.name}:{len(got)} "
+    return row
+
+
+def refusal_scorer(emb, checkpoint: str | None) -> RefusalScorer | None:
+    """The checkpoint's refusal scorer for a trained gen embedder; None for every other embedder."""
+    if not isinstance(emb, GenEmbedder) or "untrained" in emb.name:
+        return None
+    path = Path(checkpoint) if checkpoint else default_checkpoint_dir()
+    config = read_config(path) if path else {}
+    if not config.get("safety") or config["safety"].get("refusal_centroid") is None:
+        return None
+    return RefusalScorer.from_checkpoint_config(emb, config)
 
 
 if __name__ == "__main__":
