@@ -26,7 +26,6 @@ from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k
 from ragsafe.evaluation.ranking import rank
 from ragsafe.evaluation.results import write_results
 from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, xquad_queries, xstest_queries
-from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
 from ragsafe.retrieval import RefusalScorer
 
 RESULTS = Path(__file__).parent / "results"
@@ -71,16 +70,17 @@ def main(
         row["ms/query"] = 1000 * query_time / max(1, query_count)  # batched; batch-1 latency: encode_speed
         rows.append(row)
         typer.echo({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
-        scorer = refusal_scorer(emb, checkpoint)
+        scorer = refusal_scorer(emb)
         if scorer is not None:  # what SafeRetriever(mode="suppress") returns: nothing above the threshold
-            blocked = {name: scorer.scores_for(v) > scorer.threshold for name, v in vectors.items()}
+            blocked = {set_name: scorer.scores_for(v) > scorer.threshold for set_name, v in vectors.items()}
             kept = {
-                name: [[] if b else r for r, b in zip(got, blocked[name], strict=True)] for name, got in ranked.items()
+                set_name: [[] if b else r for r, b in zip(got, blocked[set_name], strict=True)]
+                for set_name, got in ranked.items()
             }
             suppress_row = {"embedder": f"{emb.name} + suppress", "ms/doc": row["ms/doc"], "ms/query": row["ms/query"]}
             suppress_row.update(set_metrics(kept, sets, corpus.harmful))
-            for name, b in blocked.items():
-                suppress_row[f"{name} suppressed"] = float(b.mean())
+            for set_name, b in blocked.items():  # not `name`: that is where the results are written
+                suppress_row[f"{set_name} suppressed"] = float(b.mean())
             rows.append(suppress_row)
             typer.echo({k: (round(v, 3) if isinstance(v, float) else v) for k, v in suppress_row.items()})
     teacher_row = next((r for r in rows if r["embedder"] == "teacher"), None)
@@ -122,15 +122,10 @@ def set_metrics(ranked: dict[str, list[list[str]]], sets, harmful: set[str]) -> 
     return row
 
 
-def refusal_scorer(emb, checkpoint: str | None) -> RefusalScorer | None:
-    """The checkpoint's refusal scorer for a trained gen embedder; None for every other embedder."""
-    if not isinstance(emb, GenEmbedder) or "untrained" in emb.name:
-        return None
-    path = Path(checkpoint) if checkpoint else default_checkpoint_dir()
-    config = read_config(path) if path else {}
-    if not config.get("safety") or config["safety"].get("refusal_centroid") is None:
-        return None
-    return RefusalScorer.from_checkpoint_config(emb, config)
+def refusal_scorer(emb) -> RefusalScorer | None:
+    """The refusal scorer of a gen embedder loaded from a calibrated checkpoint; None for every other one."""
+    calibrated = isinstance(emb, GenEmbedder) and emb.safety and emb.safety.get("refusal_centroid") is not None
+    return RefusalScorer.from_checkpoint_config(emb, {"safety": emb.safety}) if calibrated else None
 
 
 if __name__ == "__main__":

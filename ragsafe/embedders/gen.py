@@ -54,6 +54,7 @@ class GenEmbedder:
         self.teacher = teacher
         self.batch_size = batch_size
         self.name = "gen" if documents == "gen" else "gen_asym"
+        self.safety: dict | None = None  # the checkpoint's refusal calibration, set by `load`
 
     @classmethod
     def load(
@@ -74,19 +75,22 @@ class GenEmbedder:
         if path is None:
             warnings.warn("No trained checkpoint found: using untrained gen tokens.", stacklevel=2)
             encoder = GenEncoder(backbone, GenConfig(out_dim=UNTRAINED_OUT_DIM))
-            instructions = {}
+            config: dict = {}
         else:
             encoder = load_checkpoint(path, backbone)
-            instructions = read_config(path).get("instructions", {})
+            config = read_config(path)
+        instructions = config.get("instructions", {})
         if documents == "teacher" and teacher is None:
             teacher = TeacherEmbedder()
-        return cls(
+        embedder = cls(
             encoder,
             query_instruction=instructions.get("query", QUERY_INSTRUCTION),
             document_instruction=instructions.get("document", DOCUMENT_INSTRUCTION),
             documents=documents,
             teacher=teacher,
         )
+        embedder.safety = config.get("safety")
+        return embedder
 
     @property
     def dim(self) -> int:

@@ -75,6 +75,7 @@ class GenEncoder(nn.Module):
             self.R = nn.Linear(hidden, hidden)
             self.A = nn.Linear(hidden, self.config.out_dim)
         self.to(backbone.device)  # the trainable part lives where the backbone computes (float32)
+        self._cache_kwarg = _cache_argument(backbone.model.base_model)
 
     @property
     def dim(self) -> int:
@@ -136,7 +137,7 @@ class GenEncoder(nn.Module):
             attention_mask=full_mask,
             position_ids=prefix_mask.sum(dim=1, keepdim=True) + offsets,
             use_cache=True,
-            **{_cache_argument(self.backbone.model.base_model): cache},
+            **{self._cache_kwarg: cache},
         ).last_hidden_state
         return out[:, -self.config.num_compress :, :].float()
 
