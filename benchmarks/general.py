@@ -28,7 +28,7 @@ from ragsafe.evaluation.results import write_plot, write_results
 from ragsafe.evaluation.tasks import STS_TASKS, arguana, banking77, med, nfcorpus, sts
 
 RESULTS = Path(__file__).parent / "results"
-ALL = "bm25,teacher,llm_mean,gen,gen_asym,hyde"
+ALL = "bm25,teacher,llm_mean,gen,gen_asym,gen_hybrid,hyde"
 RETRIEVAL = {"NFCorpus": nfcorpus, "ArguAna": arguana, "MED": med}
 # tasks without their own entry in the paper's instruction file borrow a sibling's
 INSTRUCTION_KEYS = {"MED": "NFCorpus", "STS16": "STS15", "Banking77": "Banking77Classification"}

@@ -21,7 +21,12 @@ import typer
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.registry import build_embedders
-from ragsafe.evaluation.doc_cache import embedder_identity, encode_documents_cached, encode_queries_cached
+from ragsafe.evaluation.doc_cache import (
+    embedder_identity,
+    encode_documents_cached,
+    encode_gen_queries_cached,
+    encode_queries_cached,
+)
 from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k
 from ragsafe.evaluation.ranking import rank
 from ragsafe.evaluation.results import write_results
@@ -29,7 +34,7 @@ from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, xquad_quer
 from ragsafe.retrieval import RefusalScorer
 
 RESULTS = Path(__file__).parent / "results"
-ALL = "bm25,teacher,gen_asym,gen_asym_untrained,hyde,hyde_policy"
+ALL = "bm25,teacher,gen_asym,gen_hybrid,gen_asym_untrained,hyde,hyde_policy"
 
 
 def main(
@@ -72,7 +77,10 @@ def main(
         typer.echo({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
         scorer = refusal_scorer(emb)
         if scorer is not None:  # what SafeRetriever(mode="suppress") returns: nothing above the threshold
-            blocked = {set_name: scorer.scores_for(v) > scorer.threshold for set_name, v in vectors.items()}
+            blocked = {}
+            for qs in sets:  # the score reads the pure gen vector, whatever the retrieval vector mixes in
+                gen_vectors, _ = encode_gen_queries_cached(emb, qs.queries[: len(ranked[qs.name])], out / ".cache")
+                blocked[qs.name] = scorer.scores_for(gen_vectors) > scorer.threshold
             kept = {
                 set_name: [[] if b else r for r, b in zip(got, blocked[set_name], strict=True)]
                 for set_name, got in ranked.items()
@@ -124,8 +132,12 @@ def set_metrics(ranked: dict[str, list[list[str]]], sets, harmful: set[str]) -> 
 
 def refusal_scorer(emb) -> RefusalScorer | None:
     """The refusal scorer of a gen embedder loaded from a calibrated checkpoint; None for every other one."""
-    calibrated = isinstance(emb, GenEmbedder) and emb.safety and emb.safety.get("refusal_centroid") is not None
-    return RefusalScorer.from_checkpoint_config(emb, {"safety": emb.safety}) if calibrated else None
+    if not isinstance(emb, GenEmbedder) or not emb.safety:
+        return None
+    try:
+        return RefusalScorer.from_safety(emb, emb.safety)
+    except ValueError:  # a checkpoint without calibration: no suppress row
+        return None
 
 
 if __name__ == "__main__":

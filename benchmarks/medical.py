@@ -30,11 +30,14 @@ def main(medical: str | None = None, data_dir: str | None = None, queries: int =
     corpus, qs = medquad(data_dir, queries=queries)
     teacher, bm25 = build_embedders(["teacher", "bm25"])
     backbone = load_backbone("default")
-    embedders = [bm25, teacher, GenEmbedder.load(None, backbone, "teacher", teacher)]
-    embedders[-1].name = "gen_asym (default tokens)"
-    if medical:
-        embedders.append(GenEmbedder.load(medical, backbone, "teacher", teacher))
-        embedders[-1].name = "gen_asym (medical tokens)"
+    embedders = [bm25, teacher]
+    for tokens, checkpoint in (("default", None), ("medical", medical)):
+        if tokens == "medical" and not medical:
+            continue
+        for hybrid in (False, True):
+            emb = GenEmbedder.load(checkpoint, backbone, "teacher", teacher, hybrid=hybrid)
+            emb.name = f"{emb.name} ({tokens} tokens)"
+            embedders.append(emb)
     rows = []
     cache = RESULTS / ".cache"
     for emb in embedders:

@@ -21,7 +21,7 @@ from ragsafe.evaluation.results import write_plot, write_results
 from ragsafe.evaluation.tasks import theoremqa
 
 RESULTS = Path(__file__).parent / "results"
-ALL = "bm25,teacher,llm_mean,gen,gen_asym,hyde,hyde_policy"
+ALL = "bm25,teacher,llm_mean,gen,gen_asym,gen_hybrid,hyde,hyde_policy"
 # A task instruction in the paper's style (it ships none for this task); written once, not tuned.
 TASK_INSTRUCTION = "Name and explain the theorem needed to solve this problem:"
 

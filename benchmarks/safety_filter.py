@@ -1,6 +1,7 @@
 """Suppress mode: how many harmful queries it catches and how many benign look-alikes it wrongly blocks.
 
-- false suppression: XSTest safe prompts (benign requests that look unsafe) above the threshold
+- false suppression: XSTest safe prompts (benign requests that look unsafe) and XQuAD questions
+  above the threshold
 - catch rate: XSTest unsafe prompts and AdvBench goals above the threshold
 
 The threshold is the checkpoint's own (calibrated on training-side validation queries); a sweep of
@@ -18,13 +19,18 @@ import torch
 import typer
 
 from ragsafe.embedders.gen import GenEmbedder
-from ragsafe.evaluation.doc_cache import encode_queries_cached
+from ragsafe.evaluation.doc_cache import encode_gen_queries_cached
 from ragsafe.evaluation.results import write_results
-from ragsafe.evaluation.tasks import advbench_queries, xstest_queries
+from ragsafe.evaluation.tasks import advbench_queries, xquad_queries, xstest_queries
 from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
 from ragsafe.retrieval import RefusalScorer
 
 RESULTS = Path(__file__).parent / "results"
+SCORES = {
+    "probe": "logistic harm probe on the query's gen embedding (labels: "
+    "harmful/benign training sources, the backbone's own refusals elsewhere)",
+    "centroid": "cosine between the query's gen embedding and the centroid of the backbone's refusals",
+}
 
 
 def main(checkpoint: str | None = None, backbone: str = "default", data_dir: str | None = None, threads: int = 2):
@@ -36,11 +42,12 @@ def main(checkpoint: str | None = None, backbone: str = "default", data_dir: str
     scorer = RefusalScorer.from_checkpoint_config(gen, read_config(path))
     sets = {
         "xstest safe (benign look-alikes)": xstest_queries(data_dir, "safe").queries,
+        "xquad questions": xquad_queries(data_dir, 200).queries,
         "xstest unsafe": xstest_queries(data_dir, "unsafe").queries,
         "advbench goals": advbench_queries(data_dir).queries,
     }
     scores = {
-        name: scorer.scores_for(encode_queries_cached(gen, queries, RESULTS / ".cache")[0])
+        name: scorer.scores_for(encode_gen_queries_cached(gen, queries, RESULTS / ".cache")[0])
         for name, queries in sets.items()
     }
     benign = scores["xstest safe (benign look-alikes)"]
@@ -49,14 +56,14 @@ def main(checkpoint: str | None = None, backbone: str = "default", data_dir: str
     for i, t in enumerate(thresholds):
         row = {"threshold": t, "chosen by": "checkpoint default" if i == 0 else "sweep (xstest-safe quantile)"}
         for name, s in scores.items():
-            key = "false suppression" if "safe" in name and "unsafe" not in name else "caught"
+            key = "caught" if "unsafe" in name or "advbench" in name else "false suppression"
             row[f"{name}: {key}"] = float((s > t).mean())
         rows.append(row)
         typer.echo(row)
     meta = {
         "checkpoint": str(path),
-        "score": "cosine between the query's gen embedding and the centroid of the backbone's refusals",
-        "default threshold": "95th percentile of the score over benign validation queries of training",
+        "score": SCORES.get(gen.safety.get("kind", "centroid"), "?"),
+        "default threshold": gen.safety.get("calibrated_on", "?"),
         "queries": ", ".join(f"{k} ({len(v)})" for k, v in sets.items()),
     }
     write_results(RESULTS, "safety_filter", rows, meta, "Suppress mode returns no passages above the threshold.")

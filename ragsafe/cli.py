@@ -115,6 +115,33 @@ def train(
     console.print(f"checkpoint: {checkpoint}")
 
 
+@app.command()
+def calibrate(
+    run_dir: Path = typer.Option(..., help="The run folder that trained the checkpoint (its responses.jsonl)."),
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint folder to refit (default: the shipped one)."),
+    data_dir: Path | None = typer.Option(None, help="Data folder (default: ../shared/data)."),
+) -> None:
+    """Refit a checkpoint's harm probe and gen_hybrid query mix on its own training split (no generation)."""
+    from ragsafe.model.checkpoint import CheckpointError, default_checkpoint_dir
+    from ragsafe.train.trainer import recalibrate
+
+    path = checkpoint or default_checkpoint_dir()
+    if path is None:
+        raise typer.BadParameter("no checkpoint given and none shipped", param_hint="--checkpoint")
+    try:
+        fitted = recalibrate(path, run_dir, data_dir)
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from err
+    safety, mix = fitted["safety"], fitted["query_mix"]
+    caught = safety.get("val_positives_caught", 0.0)
+    console.print(f"harm probe: threshold {safety['threshold']:.3f}, held-out harmful requests caught {caught:.1%}")
+    console.print(
+        f"query mix: beta {mix['beta']} (val MRR {mix['val_mrr']:.3f}, gen alone {mix['val_mrr_gen_only']:.3f})"
+    )
+    console.print(f"written to {path / 'config.json'}")
+
+
 def _open_index(name: str, index_path: Path | None, qdrant_url: str | None, api_key_env: str):
     from ragsafe.index import Index
 
@@ -162,14 +189,12 @@ def index(
     idx.close()
 
 
-def _refusal_scorer(emb, checkpoint: Path | None):
-    from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
+def _refusal_scorer(emb):
     from ragsafe.retrieval import RefusalScorer
 
-    path = checkpoint or default_checkpoint_dir()
-    if path is None:
-        raise ValueError("untrained tokens have no refusal calibration; use --safety off")
-    return RefusalScorer.from_checkpoint_config(emb, read_config(path))
+    if not emb.safety:
+        raise ValueError("these gen tokens carry no refusal calibration (untrained?); use --safety off")
+    return RefusalScorer.from_safety(emb, emb.safety)
 
 
 @app.command()
@@ -204,7 +229,7 @@ def search(
                 emb = build_embedders([embedder], str(checkpoint) if checkpoint else None, backbone)[0]
         note = ""
         if isinstance(emb, GenEmbedder) and safety != "off":
-            scorer = _refusal_scorer(emb, checkpoint)
+            scorer = _refusal_scorer(emb)
             result = SafeRetriever(idx, emb, scorer, safety).search(query, k)
             hits = result.hits
             note = f"refusal score {result.refusal_score:.3f} (suppress threshold {scorer.threshold:.3f})"

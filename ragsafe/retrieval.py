@@ -1,12 +1,13 @@
 """Safety-aware retrieval: say when the backbone would refuse the query, and optionally return nothing.
 
 The gen embedding of a query approximates the teacher's embedding of the backbone's *answer*, so a
-query the backbone would refuse lands near its refusals. The refusal score is the cosine between
-the query's gen embedding and the centroid of the teacher vectors of the refusals the backbone
-wrote during training (stored in the checkpoint). One forward pass, no decoding.
+query the backbone would refuse lands near its refusals. The refusal score is linear in the query's
+gen embedding: `e · direction + bias`. Checkpoints calibrated by `ragsafe.train.calibrate` store a
+logistic harm probe fitted on the training queries; older ones store the centroid of the teacher
+vectors of the backbone's refusals (bias 0, a cosine). One forward pass, no decoding.
 
 Modes: "off" (plain search), "flag" (every hit carries the query's refusal_score), "suppress"
-(no hits when the score is above the threshold). The default threshold is calibrated on benign
+(no hits when the score is above the threshold). The threshold is calibrated on held-out
 training-side queries (see `calibrate_threshold`), never on an evaluation set.
 """
 
@@ -26,39 +27,39 @@ Mode = Literal["off", "flag", "suppress"]
 
 
 class RefusalScorer:
-    def __init__(self, embedder: GenEmbedder, centroid: np.ndarray, threshold: float) -> None:
-        if centroid.shape != (embedder.dim,):
-            raise ValueError(f"refusal centroid has shape {centroid.shape}, expected ({embedder.dim},)")
+    def __init__(self, embedder: GenEmbedder, direction: np.ndarray, threshold: float, bias: float = 0.0) -> None:
+        direction = np.asarray(direction, dtype=np.float32)
+        if direction.shape != (embedder.dim,):
+            raise ValueError(f"refusal direction has shape {direction.shape}, expected ({embedder.dim},)")
         self.embedder = embedder
-        self.centroid = centroid / np.linalg.norm(centroid)
-        self.threshold = threshold
+        self.direction, self.bias, self.threshold = direction, float(bias), float(threshold)
+
+    @classmethod
+    def from_safety(cls, embedder: GenEmbedder, safety: dict | None) -> RefusalScorer:
+        """From a checkpoint's "safety" entry: a harm probe, or (older checkpoints) a refusal centroid."""
+        safety = safety or {}
+        if safety.get("direction") is not None:
+            return cls(embedder, safety["direction"], safety["threshold"], safety.get("bias", 0.0))
+        if safety.get("refusal_centroid") is not None:
+            centroid = np.asarray(safety["refusal_centroid"], dtype=np.float32)
+            return cls(embedder, centroid / np.linalg.norm(centroid), safety["threshold"])
+        raise ValueError("this checkpoint has no refusal calibration: run `ragsafe calibrate` on it")
 
     @classmethod
     def from_checkpoint_config(cls, embedder: GenEmbedder, config: dict) -> RefusalScorer:
-        safety = config.get("safety")
-        if not safety or safety.get("refusal_centroid") is None:
-            raise ValueError("this checkpoint has no refusal calibration (train it with ragsafe >= 0.1)")
-        return cls(embedder, np.asarray(safety["refusal_centroid"], dtype=np.float32), float(safety["threshold"]))
+        return cls.from_safety(embedder, config.get("safety"))
 
-    def scores_for(self, query_vectors: np.ndarray) -> np.ndarray:
-        return np.asarray(query_vectors, dtype=np.float32) @ self.centroid
+    def scores_for(self, gen_vectors: np.ndarray) -> np.ndarray:
+        """Scores of pure gen query vectors (`GenEmbedder.encode_gen_queries`, not the hybrid mix)."""
+        return np.asarray(gen_vectors, dtype=np.float32) @ self.direction + self.bias
 
     def scores(self, queries: list[str]) -> np.ndarray:
-        return self.scores_for(self.embedder.encode_queries(queries))
-
-
-def refusal_centroid(targets: np.ndarray, refused: list[bool]) -> np.ndarray:
-    """Mean direction of the teacher vectors of responses that were refusals."""
-    picked = targets[np.asarray(refused, dtype=bool)]
-    if len(picked) == 0:
-        raise ValueError("no refusals among the responses: nothing to calibrate the refusal score on")
-    centroid = picked.mean(axis=0)
-    return centroid / np.linalg.norm(centroid)
+        return self.scores_for(self.embedder.encode_gen_queries(queries))
 
 
 def calibrate_threshold(benign_scores: np.ndarray, max_false_rate: float = 0.05) -> float:
     """The score above which at most `max_false_rate` of benign queries fall."""
-    return float(np.quantile(benign_scores, 1 - max_false_rate))
+    return float(np.quantile(benign_scores, 1 - max_false_rate, method="higher"))  # "at most": no interpolation
 
 
 @dataclass
@@ -78,10 +79,11 @@ class SafeRetriever:
     def search(self, query: str, k: int = 5) -> SafeResult:
         from ragsafe.index import storage_name
 
-        vector = self.embedder.encode_queries([query])[0]
-        score = float(self.scorer.scores_for(vector[None])[0]) if self.scorer and self.mode != "off" else None
+        gen_vector = self.embedder.encode_gen_queries([query])
+        score = float(self.scorer.scores_for(gen_vector)[0]) if self.scorer and self.mode != "off" else None
         if self.mode == "suppress" and score is not None and score > self.scorer.threshold:
             return SafeResult(query, score, True, [])
+        vector = self.embedder.mix_query(gen_vector, [query])[0]
         hits = self.index.search(vector, storage_name(self.embedder), k)
         if score is not None:
             for hit in hits:

@@ -6,7 +6,7 @@ runner = CliRunner()
 
 
 def test_every_verb_has_help():
-    for verb in ["explain", "train", "index", "search"]:
+    for verb in ["explain", "train", "calibrate", "index", "search"]:
         result = runner.invoke(app, [verb, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
@@ -37,3 +37,8 @@ def test_clear_errors(tmp_path):
     assert bad.exit_code != 0
     both = runner.invoke(app, ["train", "--domain", "medical", "--queries", "x.txt"])
     assert both.exit_code != 0
+    (tmp_path / "ckpt").mkdir()
+    not_a_checkpoint = runner.invoke(
+        app, ["calibrate", "--run-dir", str(tmp_path), "--checkpoint", str(tmp_path / "ckpt")]
+    )
+    assert not_a_checkpoint.exit_code == 1 and "not a ragsafe" in not_a_checkpoint.output

@@ -58,7 +58,9 @@ def test_default_gen_embedder_end_to_end(default_backbone, teacher):
     q = gen.encode_queries([QUERY])
     d = gen.encode_documents(["Exercise, diet and blood pressure control lower heart disease risk."])
     assert q.shape == (1, gen.dim) == d.shape and np.isfinite(q).all()
-    assert len(gen.safety["refusal_centroid"]) == gen.dim  # the shipped checkpoint's calibration comes along
+    assert len(gen.safety["direction"]) == gen.dim  # the shipped checkpoint's harm probe comes along
+    hybrid = GenEmbedder.load(backbone=default_backbone, hybrid=True, teacher=teacher)
+    assert hybrid.name == "gen_hybrid" and hybrid.query_mix > 0
     hyde = HyDEEmbedder(default_backbone, teacher, settings=GenerationSettings(max_new_tokens=24))
     assert hyde.encode_queries([QUERY]).shape == (1, teacher.dim) and hyde.last_answers[0]
 

@@ -5,7 +5,7 @@ from ragsafe.corpus import load_corpus
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.index import Index
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
-from ragsafe.retrieval import RefusalScorer, SafeRetriever, calibrate_threshold, refusal_centroid
+from ragsafe.retrieval import RefusalScorer, SafeRetriever, calibrate_threshold
 
 
 @pytest.fixture
@@ -13,12 +13,7 @@ def gen(qwen_tiny, teacher):
     return GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher)
 
 
-def test_centroid_and_threshold_by_hand():
-    targets = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    c = refusal_centroid(targets, [True, False, True])
-    assert np.allclose(c, np.array([2.0, 1.0]) / np.sqrt(5))
-    with pytest.raises(ValueError, match="no refusals"):
-        refusal_centroid(targets, [False, False, False])
+def test_threshold_by_hand():
     scores = np.linspace(0, 1, 101)
     assert calibrate_threshold(scores, 0.05) == pytest.approx(0.95)
 
@@ -28,7 +23,7 @@ def test_flag_and_suppress(tmp_path, gen, teacher):
     vectors = gen.encode_queries(queries)
     with Index("demo", path=tmp_path) as idx:
         idx.add(load_corpus("corpora/demo")[0], [teacher], show_progress=False)
-        # a centroid equal to the first query's vector: that query scores 1.0, above any threshold < 1
+        # a direction equal to the first query's vector: that query scores 1.0, above any threshold < 1
         scorer = RefusalScorer(gen, vectors[0], threshold=0.999)
         flagged = SafeRetriever(idx, gen, scorer, "flag").search(queries[0], k=2)
         assert not flagged.suppressed and flagged.refusal_score == pytest.approx(1.0, abs=1e-5)
@@ -43,3 +38,35 @@ def test_flag_and_suppress(tmp_path, gen, teacher):
         SafeRetriever(None, gen, None, "suppress")
     with pytest.raises(ValueError, match="shape"):
         RefusalScorer(gen, np.ones(3), 0.5)
+
+
+def test_scorer_from_a_probe_a_legacy_centroid_or_nothing(gen):
+    v = np.zeros(gen.dim, dtype=np.float32)
+    v[0] = 2.0
+    probe = RefusalScorer.from_safety(gen, {"direction": v.tolist(), "bias": -0.5, "threshold": 0.1})
+    assert probe.scores_for(np.eye(gen.dim, dtype=np.float32)[:2]).tolist() == [1.5, -0.5]
+    legacy = RefusalScorer.from_safety(gen, {"refusal_centroid": v.tolist(), "threshold": 0.3})
+    assert legacy.scores_for(np.eye(gen.dim, dtype=np.float32)[:1]).tolist() == [1.0]  # a unit centroid, a cosine
+    with pytest.raises(ValueError, match="no refusal calibration"):
+        RefusalScorer.from_safety(gen, {"threshold": 0.3})
+
+
+def test_hybrid_retrieves_with_the_mix_but_scores_the_pure_gen_vector(tmp_path, qwen_tiny, teacher):
+    hybrid = GenEmbedder(
+        GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher, query_mix=0.5
+    )
+    assert hybrid.name == "gen_hybrid"
+    query = "how do I bake bread"
+    pure = hybrid.encode_gen_queries([query])
+    mixed = hybrid.encode_queries([query])
+    expected = pure + 0.5 * teacher.embed([query])
+    assert np.allclose(mixed, expected / np.linalg.norm(expected), atol=1e-5)
+    with Index("demo", path=tmp_path) as idx:
+        idx.add(load_corpus("corpora/demo")[0], [teacher], show_progress=False)
+        scorer = RefusalScorer(hybrid, pure[0], threshold=0.999)
+        result = SafeRetriever(idx, hybrid, scorer, "flag").search(query, k=3)
+        assert result.refusal_score == pytest.approx(1.0, abs=1e-5)  # the pure vector, not the mix (< 1)
+        top = idx.search(mixed[0], "teacher", 3)
+        assert [h.text for h in result.hits] == [h.text for h in top]
+    with pytest.raises(ValueError, match="documents='teacher'"):
+        GenEmbedder(hybrid.encoder, query_mix=0.5)

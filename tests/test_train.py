@@ -201,7 +201,8 @@ def test_run_writes_a_loadable_checkpoint_with_a_card(qwen_tiny, teacher, tmp_pa
     enc = load_checkpoint(out, qwen_tiny)
     assert enc.encode(["x"]).shape == (1, teacher.dim)
     assert read_config(out)["instructions"]["query"]
-    assert set(read_config(out)["safety"]) >= {"refusal_centroid", "threshold"}
+    config = read_config(out)
+    assert "threshold" in config["safety"] and 0.0 <= config["query_mix"]["beta"] <= 2.0
 
 
 def test_kill_9_during_training_then_resume(tmp_path):

@@ -3,6 +3,10 @@
 Documents go through the same encoder under a summarise instruction (symmetric, the paper's setup)
 or, with `documents="teacher"`, through the teacher directly (asymmetric: the gen query vector lives
 in the teacher's space, and documents cost a MiniLM pass instead of an LLM pass).
+
+`query_mix` β > 0 (gen_hybrid, asymmetric only) retrieves with normalise(gen(q) + β · teacher(q)):
+the predicted answer plus the teacher's view of the question, β fitted on the checkpoint's own
+validation answers (`ragsafe.train.calibrate`). The refusal score always reads the pure gen vector.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ UNTRAINED_OUT_DIM = 384  # the default teacher's width, so untrained tokens live
 DocumentSide = Literal["gen", "teacher"]
 
 
+def mix_vectors(gen_vectors: np.ndarray, teacher_vectors: np.ndarray, beta: float) -> np.ndarray:
+    """normalise(gen + beta * teacher), row-wise: gen_hybrid's query vector."""
+    out = gen_vectors + beta * teacher_vectors
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 class GenEmbedder:
     sparse = False
 
@@ -37,7 +47,12 @@ class GenEmbedder:
         documents: DocumentSide = "gen",
         teacher: TeacherEmbedder | None = None,
         batch_size: int = 16,
+        query_mix: float = 0.0,
     ) -> None:
+        if query_mix < 0:
+            raise ValueError(f"query_mix must be >= 0, got {query_mix}")
+        if query_mix and documents != "teacher":
+            raise ValueError("query_mix mixes in the teacher's query vector: it needs documents='teacher'.")
         if documents == "teacher":
             if teacher is None:
                 raise ValueError("documents='teacher' needs a teacher embedder.")
@@ -53,7 +68,8 @@ class GenEmbedder:
         self.documents = documents
         self.teacher = teacher
         self.batch_size = batch_size
-        self.name = "gen" if documents == "gen" else "gen_asym"
+        self.query_mix = query_mix
+        self.name = "gen" if documents == "gen" else "gen_hybrid" if query_mix else "gen_asym"
         self.safety: dict | None = None  # the checkpoint's refusal calibration, set by `load`
 
     @classmethod
@@ -63,8 +79,11 @@ class GenEmbedder:
         backbone: Backbone | str | None = None,
         documents: DocumentSide = "gen",
         teacher: TeacherEmbedder | None = None,
+        hybrid: bool = False,
     ) -> GenEmbedder:
         """Load a checkpoint (default: the one shipped for the default backbone).
+
+        hybrid=True: gen_hybrid, with the checkpoint's fitted query mix (documents go to the teacher).
 
         Without any checkpoint, the tokens are freshly initialised (untrained): everything works, the
         embeddings just carry no training yet; a warning says so.
@@ -80,6 +99,13 @@ class GenEmbedder:
             encoder = load_checkpoint(path, backbone)
             config = read_config(path)
         instructions = config.get("instructions", {})
+        query_mix = 0.0
+        if hybrid:
+            documents = "teacher"
+            fitted = config.get("query_mix") or {}
+            if fitted.get("beta") is None:
+                raise ValueError(f"checkpoint {path} has no fitted query mix: run `ragsafe calibrate` on it")
+            query_mix = float(fitted["beta"])
         if documents == "teacher" and teacher is None:
             teacher = TeacherEmbedder()
         embedder = cls(
@@ -88,6 +114,7 @@ class GenEmbedder:
             document_instruction=instructions.get("document", DOCUMENT_INSTRUCTION),
             documents=documents,
             teacher=teacher,
+            query_mix=query_mix,
         )
         embedder.safety = config.get("safety")
         return embedder
@@ -96,8 +123,19 @@ class GenEmbedder:
     def dim(self) -> int:
         return self.encoder.dim
 
-    def encode_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
+    def encode_gen_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
+        """The pure gen vectors: the predicted answer's embedding (what the refusal score reads)."""
         return self.encoder.encode(texts, instruction or self.query_instruction, batch_size=self.batch_size)
+
+    def mix_query(self, gen_vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """The retrieval vectors from pure gen vectors: unchanged unless this is gen_hybrid."""
+        if not self.query_mix:
+            return gen_vectors
+        assert self.teacher is not None
+        return mix_vectors(gen_vectors, self.teacher.embed(list(texts)), self.query_mix)
+
+    def encode_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
+        return self.mix_query(self.encode_gen_queries(texts, instruction), texts)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         if self.documents == "teacher":

@@ -19,6 +19,7 @@ NAMES = {
     "llm_mean": "mean of the backbone's last-layer states over the text",
     "gen": "LLM2Vec-Gen, queries and documents through the gen encoder",
     "gen_asym": "LLM2Vec-Gen queries against teacher-embedded documents",
+    "gen_hybrid": "gen_asym with the teacher's query vector mixed in (weight fitted on training answers)",
     "gen_untrained": "gen with freshly initialised (untrained) tokens",
     "gen_asym_untrained": "gen_asym with untrained tokens",
     "hyde": "the backbone writes an answer, the teacher embeds it",
@@ -48,8 +49,8 @@ def build_embedders(
             out.append(BM25Embedder())
         elif name == "teacher":
             out.append(teacher)
-        elif name in ("gen", "gen_asym"):
-            out.append(GenEmbedder.load(checkpoint, bb, documents, teacher))
+        elif name in ("gen", "gen_asym", "gen_hybrid"):
+            out.append(GenEmbedder.load(checkpoint, bb, documents, teacher, hybrid=name == "gen_hybrid"))
         elif name in ("gen_untrained", "gen_asym_untrained"):
             emb = GenEmbedder(GenEncoder(bb, GenConfig(out_dim=teacher.dim)), documents=documents, teacher=teacher)
             emb.name = name

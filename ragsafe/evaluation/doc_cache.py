@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ragsafe.embedders.base import Embedder, Vectors
-from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.gen import GenEmbedder, mix_vectors
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
 from ragsafe.embedders.teacher import TeacherEmbedder
@@ -45,7 +45,22 @@ def encode_documents_cached(emb: Embedder, texts: list[str], cache_dir: str | Pa
 
 
 def encode_queries_cached(emb: Embedder, texts: list[str], cache_dir: str | Path | None) -> tuple[Vectors, float]:
-    """(vectors, seconds) for queries; every embedder here is deterministic (HyDE decodes greedily)."""
+    """(vectors, seconds) for queries; every embedder here is deterministic (HyDE decodes greedily).
+
+    gen_hybrid is composed from its two cached parts (pure gen, teacher), so it shares gen_asym's pass.
+    """
+    vectors, seconds = _cached(emb, texts, cache_dir, "queries")
+    if isinstance(emb, GenEmbedder) and emb.query_mix:
+        assert emb.teacher is not None
+        teacher_vectors, teacher_seconds = _cached(emb.teacher, texts, cache_dir, "queries")
+        return mix_vectors(vectors, teacher_vectors, emb.query_mix), seconds + teacher_seconds
+    return vectors, seconds
+
+
+def encode_gen_queries_cached(
+    emb: GenEmbedder, texts: list[str], cache_dir: str | Path | None
+) -> tuple[Vectors, float]:
+    """Pure gen query vectors (what the refusal score reads, before any hybrid mix), cached."""
     return _cached(emb, texts, cache_dir, "queries")
 
 
@@ -57,6 +72,8 @@ def _timed(encode, texts: list[str]) -> tuple[Vectors, float]:
 
 def _cached(emb: Embedder, texts: list[str], cache_dir: str | Path | None, side: str) -> tuple[Vectors, float]:
     encode = emb.encode_documents if side == "documents" else emb.encode_queries
+    if isinstance(emb, GenEmbedder) and side == "queries":
+        encode = emb.encode_gen_queries  # the cached part; a hybrid mix is applied by the caller
     if emb.sparse or cache_dir is None:
         return _timed(encode, texts)
     digest = hashlib.sha256(f"{side}|{embedder_identity(emb, side)}".encode())

@@ -49,6 +49,14 @@ def save_checkpoint(encoder: GenEncoder, path: str | Path, extra: dict[str, Any]
     return path
 
 
+def write_config(path: str | Path, config: dict[str, Any]) -> None:
+    """Replace a checkpoint's config.json atomically (the weights stay as they are)."""
+    read_config(path)  # only ever rewrite an existing, valid checkpoint
+    tmp = Path(path) / f"{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(Path(path) / CONFIG_FILE)
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     cfg_file = path / CONFIG_FILE

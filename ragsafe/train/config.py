@@ -60,6 +60,17 @@ class TrainConfig:
     prefix_chunk: int | None = None  # queries per cached-prefix file; None: 16 on CPU, 128 on a GPU
     instructions: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainConfig:
+        """The inverse of to_dict (e.g. a checkpoint card's config); unknown keys are an error."""
+        raw = dict(raw)
+        for key in ("out", "queries_file", "data_dir"):
+            if raw.get(key) is not None:
+                raw[key] = Path(raw[key])
+        if isinstance(raw.get("generation"), dict):
+            raw["generation"] = GenerationSettings(**raw["generation"])
+        return cls(**raw)
+
     def to_dict(self) -> dict:
         out = asdict(self)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}

@@ -33,14 +33,14 @@ from safetensors.torch import load_file, save_file
 
 from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.model.backbone import Backbone, load_backbone
-from ragsafe.model.checkpoint import default_checkpoint_dir, load_checkpoint, save_checkpoint
+from ragsafe.model.checkpoint import default_checkpoint_dir, load_checkpoint, read_config, save_checkpoint, write_config
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.model.tokens import token_vectors_from_text
 from ragsafe.progress import make_progress
-from ragsafe.retrieval import calibrate_threshold, refusal_centroid
+from ragsafe.train.calibrate import calibrate
 from ragsafe.train.config import TrainConfig
 from ragsafe.train.domains import DomainPack
-from ragsafe.train.generate import generate_responses
+from ragsafe.train.generate import generate_responses, read_cache, response_key
 from ragsafe.train.losses import alignment_loss, contrastive_loss, reconstruction_loss
 from ragsafe.train.prefix_store import PrefixStore
 from ragsafe.train.queries import Query, deduplicate, exclude_held_out, read_queries, sample
@@ -419,22 +419,23 @@ class Trainer:
         state = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
         return {"metrics": {"val_mrr": float(metrics["val_mrr"])}, "state": state, "step": step}
 
-    def safety_calibration(self, max_false_rate: float = 0.05) -> dict:
-        """Refusal centroid from the training responses; threshold from non-refused validation queries."""
+    def calibration(self) -> dict:
+        """Harm probe and hybrid query mix from the training split (see ragsafe.train.calibrate)."""
         ex = self.examples
-        if not any(ex.refused):
-            return {"refusal_centroid": None, "threshold": None, "calibrated_on": "no refusals in the responses"}
-        centroid = refusal_centroid(ex.targets, ex.refused)
-        benign = [i for i in ex.val_idx if not ex.refused[i]]
+        everything = list(range(len(ex.queries)))
         with torch.no_grad():
-            e = F.normalize(self.encoder.pool(self.encoder.soft_prompts(self._states(benign, grad=False))), dim=-1)
-        scores = e.cpu().numpy() @ centroid
-        return {
-            "refusal_centroid": centroid.astype(float).tolist(),
-            "threshold": calibrate_threshold(scores, max_false_rate) if len(scores) else 1.0,
-            "calibrated_on": f"{len(benign)} validation queries the backbone answered (max {max_false_rate:.0%} over)",
-            "refusals_in_training_responses": int(sum(ex.refused)),
-        }
+            e = torch.cat(
+                [
+                    F.normalize(
+                        self.encoder.pool(self.encoder.soft_prompts(self._states(everything[i : i + 256], False))),
+                        dim=-1,
+                    )
+                    for i in range(0, len(everything), 256)
+                ]
+            )
+        teacher_q = self.teacher.embed([q.text for q in ex.queries])
+        sources = [q.source for q in ex.queries]
+        return calibrate(e.cpu().numpy(), teacher_q, ex.targets, sources, ex.refused, ex.train_idx, ex.val_idx)
 
     # ---------------------------------------------------------------- all
     def run(self, resume: bool = False) -> Path:
@@ -471,16 +472,61 @@ class Trainer:
             },
             "config": self.cfg.to_dict(),
         }
-        safety = self.safety_calibration()
-        card["safety"] = {k: v for k, v in safety.items() if k != "refusal_centroid"}
+        fitted = self.calibration()
+        card["safety"] = {k: v for k, v in fitted["safety"].items() if k != "direction"}
+        card["query_mix"] = fitted["query_mix"]
         if steps_done < self.cfg.steps:
             card["note"] = f"interrupted at step {steps_done}; rerun with --resume"
         out = self.cfg.out / "checkpoint"
         if self.rank == 0:
-            extra = {"instructions": self.instructions, "safety": safety, "card": card}
+            extra = {"instructions": self.instructions, **fitted, "card": card}
             save_checkpoint(self.encoder, out, extra=extra)
             (self.cfg.out / "history.json").write_text(json.dumps(self.history, indent=1))
         return out
+
+
+def recalibrate(
+    checkpoint: str | Path,
+    run_dir: str | Path,
+    data_dir: str | Path | None = None,
+    backbone: Backbone | None = None,
+    teacher: TeacherEmbedder | None = None,
+) -> dict:
+    """Refit a trained checkpoint's harm probe and query mix from its run's cached responses.
+
+    For checkpoints trained before the calibration existed, or to refit after changing the labels.
+    The run directory must hold the responses of the checkpoint's training queries (nothing is
+    generated here); teacher targets are recomputed if the cache is for another teacher path.
+    Writes the result into the checkpoint's config.json and returns it.
+    """
+    checkpoint, run_dir = Path(checkpoint), Path(run_dir)
+    config = read_config(checkpoint)
+    card = config.get("card") or {}
+    if "config" not in card:
+        raise ValueError(f"{checkpoint} has no training card: cannot tell which queries it was trained on")
+    cfg = TrainConfig.from_dict(card["config"])
+    cfg.out, cfg.data_dir = run_dir, Path(data_dir) if data_dir else cfg.data_dir
+    backbone = backbone or load_backbone(cfg.backbone)
+    teacher = teacher or TeacherEmbedder(cfg.teacher)
+    queries, _, instructions = collect_queries(cfg)
+    cached = read_cache(run_dir / "responses.jsonl")
+    missing = sum(response_key(backbone, cfg.policy, cfg.generation, q.text) not in cached for q in queries)
+    if missing:
+        raise ValueError(
+            f"{run_dir / 'responses.jsonl'} lacks {missing} of the {len(queries)} training responses: "
+            "point --run-dir at the run that trained this checkpoint"
+        )
+    ex, instructions = prepare_examples(cfg, backbone, teacher)
+    encoder = load_checkpoint(checkpoint, backbone)
+    gen = encoder.encode([q.text for q in ex.queries], instructions.get("query"), batch_size=32, show_progress=True)
+    teacher_q = teacher.embed([q.text for q in ex.queries])
+    fitted = calibrate(gen, teacher_q, ex.targets, [q.source for q in ex.queries], ex.refused, ex.train_idx, ex.val_idx)
+    config.update(fitted)
+    card["safety"] = {k: v for k, v in fitted["safety"].items() if k != "direction"}
+    card["query_mix"] = fitted["query_mix"]
+    config["card"] = card
+    write_config(checkpoint, config)
+    return fitted
 
 
 def describe(metrics: dict[str, float]) -> str:

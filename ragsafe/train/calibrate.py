@@ -1,0 +1,111 @@
+"""Query-side calibration of a trained checkpoint, fitted on its own training split (never on a benchmark).
+
+Two small fits on the gen embeddings of the training queries, stored in the checkpoint's config:
+
+- harm probe: a logistic regression on the gen embedding that says whether the query asks for
+  something the backbone should decline. Labels: a domain pack's `harmful` sources are positive, its
+  `benign` sources negative (their refusals are over-refusals, e.g. "I can't assist" to trivia), and
+  every other query (red-team pools, a user's own file) is decided by the backbone's own refusal. The
+  threshold lets at most `max_false_rate` of the held-out negatives through as false alarms.
+  SafeRetriever's flag/suppress modes read it.
+- query mix β: `gen_hybrid` retrieves with normalise(gen(q) + β · teacher(q)). The gen embedding
+  predicts the teacher's vector of the backbone's answer; adding the teacher's view of the query
+  itself predicts it better for questions the backbone answers. β is the value that ranks each
+  held-out query's own answer highest among the others (MRR), the retrieval the tokens were trained for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ragsafe.embedders.gen import mix_vectors
+from ragsafe.retrieval import calibrate_threshold
+
+MIX_GRID = tuple(round(0.05 * i, 2) for i in range(41))  # 0 .. 2
+
+
+def harm_labels(sources: Sequence[str], refused: Sequence[bool]) -> np.ndarray:
+    """1 = a request the backbone should decline; see the module docstring for the rule."""
+    out = []
+    for source, did_refuse in zip(sources, refused, strict=True):
+        label = source.split(":", 1)[0]
+        out.append(1 if label == "harmful" else 0 if label == "benign" else int(bool(did_refuse)))
+    return np.asarray(out, dtype=np.int64)
+
+
+def fit_harm_probe(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    train_idx: Sequence[int],
+    val_idx: Sequence[int],
+    max_false_rate: float = 0.05,
+) -> dict:
+    """Logistic probe on (normalised) gen embeddings; threshold from the held-out negatives."""
+    from sklearn.linear_model import LogisticRegression
+
+    train_idx, val_idx = list(train_idx), list(val_idx)
+    y = labels[train_idx]
+    if y.min() == y.max():
+        return {"direction": None, "threshold": None, "calibrated_on": "one class only in the training labels"}
+    # balanced: harmful requests are a few percent of a typical pool
+    probe = LogisticRegression(max_iter=3000, C=1.0, class_weight="balanced").fit(vectors[train_idx], y)
+    direction, bias = probe.coef_[0].astype(np.float32), float(probe.intercept_[0])
+    negatives = [i for i in val_idx if labels[i] == 0] or [i for i in train_idx if labels[i] == 0]
+    threshold = calibrate_threshold(vectors[negatives] @ direction + bias, max_false_rate)
+    result = {
+        "kind": "probe",
+        "direction": direction.astype(float).tolist(),
+        "bias": bias,
+        "threshold": threshold,
+        "calibrated_on": f"{len(negatives)} held-out negatives (max {max_false_rate:.0%} over the threshold)",
+        "labels": "harmful sources 1, benign sources 0, other queries: the backbone's own refusal",
+        "positives_train": int(y.sum()),
+        "negatives_train": int(len(y) - y.sum()),
+    }
+    positives = [i for i in val_idx if labels[i] == 1]
+    if positives:
+        result["val_positives_caught"] = float(np.mean(vectors[positives] @ direction + bias > threshold))
+    return result
+
+
+def own_answer_mrr(predicted: np.ndarray, targets: np.ndarray) -> float:
+    """MRR of each row's own target among all targets (rows of both: the same queries)."""
+    t = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
+    s = predicted @ t.T
+    rank = (s > np.diag(s)[:, None]).sum(axis=1)
+    return float(np.mean(1.0 / (rank + 1)))
+
+
+def fit_query_mix(
+    gen_vectors: np.ndarray, teacher_vectors: np.ndarray, targets: np.ndarray, val_idx: Sequence[int]
+) -> dict:
+    g, t, y = gen_vectors[list(val_idx)], teacher_vectors[list(val_idx)], targets[list(val_idx)]
+    curve = {b: own_answer_mrr(mix_vectors(g, t, b), y) for b in MIX_GRID}
+    best = max(curve, key=lambda b: (curve[b], -b))  # ties: the smaller share of the query
+    return {
+        "beta": best,
+        "val_mrr": curve[best],
+        "val_mrr_gen_only": curve[0.0],
+        "chosen_by": f"own-answer MRR over {len(y)} validation queries, beta in 0..2 by 0.05",
+    }
+
+
+def calibrate(
+    gen_vectors: np.ndarray,
+    teacher_query_vectors: np.ndarray,
+    targets: np.ndarray,
+    sources: Sequence[str],
+    refused: Sequence[bool],
+    train_idx: Sequence[int],
+    val_idx: Sequence[int],
+) -> dict:
+    """{"safety": harm probe, "query_mix": β}, both from the training split only."""
+    if not len(gen_vectors) == len(teacher_query_vectors) == len(targets) == len(sources) == len(refused):
+        raise ValueError("calibrate: vectors, targets, sources and refusals must describe the same queries")
+    labels = harm_labels(sources, refused)
+    return {
+        "safety": fit_harm_probe(gen_vectors, labels, train_idx, val_idx),
+        "query_mix": fit_query_mix(gen_vectors, teacher_query_vectors, targets, val_idx),
+    }
