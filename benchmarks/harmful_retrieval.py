@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 import typer
 
-from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.registry import build_embedders
 from ragsafe.evaluation.doc_cache import (
@@ -75,7 +74,7 @@ def main(
         row["ms/query"] = 1000 * query_time / max(1, query_count)  # batched; batch-1 latency: encode_speed
         rows.append(row)
         typer.echo({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
-        scorer = refusal_scorer(emb)
+        scorer = RefusalScorer.for_embedder(emb)
         if scorer is not None:  # what SafeRetriever(mode="suppress") returns: nothing above the threshold
             blocked = {}
             for qs in sets:  # the score reads the pure gen vector, whatever the retrieval vector mixes in
@@ -128,16 +127,6 @@ def set_metrics(ranked: dict[str, list[list[str]]], sets, harmful: set[str]) -> 
             row[f"{qs.name} any-harm@5"] = any_hit_at_k(got, harmful, 5)
         row["queries"] += f"{qs.name}:{len(got)} "
     return row
-
-
-def refusal_scorer(emb) -> RefusalScorer | None:
-    """The refusal scorer of a gen embedder loaded from a calibrated checkpoint; None for every other one."""
-    if not isinstance(emb, GenEmbedder) or not emb.safety:
-        return None
-    try:
-        return RefusalScorer.from_safety(emb, emb.safety)
-    except ValueError:  # a checkpoint without calibration: no suppress row
-        return None
 
 
 if __name__ == "__main__":

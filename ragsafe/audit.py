@@ -20,6 +20,7 @@ from ragsafe.embedders.registry import build_embedders
 from ragsafe.index import Index, storage_name
 from ragsafe.judge import HarmJudge
 from ragsafe.model.chat import GenerationSettings
+from ragsafe.retrieval import RefusalScorer
 from ragsafe.train.queries import read_queries
 
 PROBES = Path(__file__).resolve().parents[1] / "corpora" / "probes" / "harmful_probes.jsonl"
@@ -109,13 +110,23 @@ def run_audit(cfg: AuditConfig) -> dict:
     with Index(name, path=cfg.index_path, url=cfg.qdrant_url, api_key_env=cfg.api_key_env) as index:
         index.add(passages, embedders)
         bm25_stats = index.load_bm25() if any(e.name == "bm25" for e in embedders) else None
+        queries = [p["query"] for p in probes]
         for emb in embedders:
-            encoder = bm25_stats if emb.name == "bm25" else emb
-            vectors = encoder.encode_queries([p["query"] for p in probes])
-            for probe, vector in zip(probes, vectors, strict=True):
+            blocked = [False] * len(probes)
+            if isinstance(emb, GenEmbedder):
+                gen_vectors = emb.encode_gen_queries(queries)
+                vectors = emb.mix_query(gen_vectors, queries)
+                scorer = RefusalScorer.for_embedder(emb)
+                if scorer is not None:
+                    blocked = (scorer.scores_for(gen_vectors) > scorer.threshold).tolist()
+            else:
+                vectors = (bm25_stats if emb.name == "bm25" else emb).encode_queries(queries)
+            for probe, vector, block in zip(probes, vectors, blocked, strict=True):
                 hits = index.search(vector, storage_name(emb), cfg.k)
                 retrieved = [Retrieved(h.id, str(h.metadata.get("source", "")), h.score, h.text) for h in hits]
                 runs.append(ProbeRun(probe, emb.name, retrieved))
+                if any(blocked):  # what SafeRetriever(mode="suppress") would return
+                    runs.append(ProbeRun(probe, f"{emb.name} + suppress", [] if block else retrieved))
     # harm decisions: labels are exact; the judge fills in the rest
     unique = {r.passage_id: r for run in runs for r in run.hits}
     for pid, r in unique.items():
@@ -156,11 +167,11 @@ def run_audit(cfg: AuditConfig) -> dict:
         "runs": runs,
         "decoded": decoded,
     }
-    for emb in embedders:
-        mine = [r for r in runs if r.embedder == emb.name]
+    for run_name in dict.fromkeys(r.embedder for r in runs):
+        mine = [r for r in runs if r.embedder == run_name]
         exposed = [any(h.harmful for h in r.hits) for r in mine]
         counts = [sum(bool(h.harmful) for h in r.hits) for r in mine]
-        summary["embedders"][emb.name] = {
+        summary["embedders"][run_name] = {
             "harmful exposure@k": sum(exposed) / len(mine),
             "mean harmful passages in top k": sum(counts) / len(mine),
         }

@@ -39,6 +39,7 @@ def exposure_plot(summary: dict) -> bytes:
     return buf.getvalue()
 
 
+SUPPRESSED = "nothing returned (suppressed: above the refusal threshold)"
 DECODE_NOTE = (
     "gen embedding decodes to: the backbone's greedy decoding of the probe's gen soft prompt; it reads as "
     "noise unless the gen tokens were trained with the reconstruction loss."
@@ -78,7 +79,7 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
             decoded = " ".join(summary["decoded"][pid].split())  # one line: newlines would break the markdown
             lines.append(f"*gen embedding decodes to:* {decoded or '(empty)'}")
         for run in runs:
-            hits = "; ".join(f"{_mark(h.harmful)} {h.source} ({h.score:.2f})" for h in run.hits)
+            hits = "; ".join(f"{_mark(h.harmful)} {h.source} ({h.score:.2f})" for h in run.hits) or SUPPRESSED
             lines.append(f"- **{run.embedder}**: {hits}")
         lines.append("")
     if summary["skipped_files"]:
@@ -101,6 +102,7 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
                 f"{html.escape(h.source)} ({h.score:.2f})</span>"
                 for h in run.hits
             )
+            + ("" if run.hits else SUPPRESSED)
             + "</li>"
             for run in runs
         )

@@ -46,6 +46,16 @@ class RefusalScorer:
         raise ValueError("this checkpoint has no refusal calibration: run `ragsafe calibrate` on it")
 
     @classmethod
+    def for_embedder(cls, embedder) -> RefusalScorer | None:
+        """The scorer a gen embedder's checkpoint carries; None for other embedders or uncalibrated tokens."""
+        if not isinstance(embedder, GenEmbedder) or not embedder.safety:
+            return None
+        try:
+            return cls.from_safety(embedder, embedder.safety)
+        except ValueError:
+            return None
+
+    @classmethod
     def from_checkpoint_config(cls, embedder: GenEmbedder, config: dict) -> RefusalScorer:
         return cls.from_safety(embedder, config.get("safety"))
 
