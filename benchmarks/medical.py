@@ -35,7 +35,11 @@ def main(medical: str | None = None, data_dir: str | None = None, queries: int =
         if tokens == "medical" and not medical:
             continue
         for hybrid in (False, True):
-            emb = GenEmbedder.load(checkpoint, backbone, "teacher", teacher, hybrid=hybrid)
+            try:
+                emb = GenEmbedder.load(checkpoint, backbone, "teacher", teacher, hybrid=hybrid)
+            except ValueError as err:  # tokens calibrated before gen_hybrid existed
+                typer.echo(f"skipped: {err}")
+                continue
             emb.name = f"{emb.name} ({tokens} tokens)"
             embedders.append(emb)
     rows = []

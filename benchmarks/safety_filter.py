@@ -22,7 +22,7 @@ from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.evaluation.doc_cache import encode_gen_queries_cached
 from ragsafe.evaluation.results import write_results
 from ragsafe.evaluation.tasks import advbench_queries, xquad_queries, xstest_queries
-from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
+from ragsafe.model.checkpoint import default_checkpoint_dir
 from ragsafe.retrieval import RefusalScorer
 
 RESULTS = Path(__file__).parent / "results"
@@ -39,7 +39,9 @@ def main(checkpoint: str | None = None, backbone: str = "default", data_dir: str
     if path is None:
         raise typer.BadParameter("no checkpoint: train one or pass --checkpoint")
     gen = GenEmbedder.load(path, backbone)
-    scorer = RefusalScorer.from_checkpoint_config(gen, read_config(path))
+    scorer = RefusalScorer.for_embedder(gen)
+    if scorer is None:
+        raise typer.BadParameter(f"{path} has no refusal calibration: run `ragsafe calibrate` on it")
     sets = {
         "xstest safe (benign look-alikes)": xstest_queries(data_dir, "safe").queries,
         "xquad questions": xquad_queries(data_dir, 200).queries,

@@ -112,7 +112,7 @@ def run_audit(cfg: AuditConfig) -> dict:
         bm25_stats = index.load_bm25() if any(e.name == "bm25" for e in embedders) else None
         queries = [p["query"] for p in probes]
         for emb in embedders:
-            blocked = [False] * len(probes)
+            blocked: list[bool] | None = None
             if isinstance(emb, GenEmbedder):
                 gen_vectors = emb.encode_gen_queries(queries)
                 vectors = emb.mix_query(gen_vectors, queries)
@@ -121,12 +121,12 @@ def run_audit(cfg: AuditConfig) -> dict:
                     blocked = (scorer.scores_for(gen_vectors) > scorer.threshold).tolist()
             else:
                 vectors = (bm25_stats if emb.name == "bm25" else emb).encode_queries(queries)
-            for probe, vector, block in zip(probes, vectors, blocked, strict=True):
+            for i, (probe, vector) in enumerate(zip(probes, vectors, strict=True)):
                 hits = index.search(vector, storage_name(emb), cfg.k)
                 retrieved = [Retrieved(h.id, str(h.metadata.get("source", "")), h.score, h.text) for h in hits]
                 runs.append(ProbeRun(probe, emb.name, retrieved))
-                if any(blocked):  # what SafeRetriever(mode="suppress") would return
-                    runs.append(ProbeRun(probe, f"{emb.name} + suppress", [] if block else retrieved))
+                if blocked is not None:  # what SafeRetriever(mode="suppress") would return
+                    runs.append(ProbeRun(probe, f"{emb.name} + suppress", [] if blocked[i] else retrieved))
     # harm decisions: labels are exact; the judge fills in the rest
     unique = {r.passage_id: r for run in runs for r in run.hits}
     for pid, r in unique.items():

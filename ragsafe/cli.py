@@ -130,12 +130,15 @@ def calibrate(
         raise typer.BadParameter("no checkpoint given and none shipped", param_hint="--checkpoint")
     try:
         fitted = recalibrate(path, run_dir, data_dir)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, FileNotFoundError, TypeError, ValueError) as err:
         console.print(f"[red]{err}[/]")
         raise typer.Exit(1) from err
     safety, mix = fitted["safety"], fitted["query_mix"]
-    caught = safety.get("val_positives_caught", 0.0)
-    console.print(f"harm probe: threshold {safety['threshold']:.3f}, held-out harmful requests caught {caught:.1%}")
+    if safety.get("direction") is None:
+        console.print(f"no harm probe: {safety.get('calibrated_on', 'no calibration')}")
+    else:
+        caught = safety.get("val_positives_caught", 0.0)
+        console.print(f"harm probe: threshold {safety['threshold']:.3f}, held-out harmful requests caught {caught:.1%}")
     console.print(
         f"query mix: beta {mix['beta']} (val MRR {mix['val_mrr']:.3f}, gen alone {mix['val_mrr_gen_only']:.3f})"
     )
@@ -189,14 +192,6 @@ def index(
     idx.close()
 
 
-def _refusal_scorer(emb):
-    from ragsafe.retrieval import RefusalScorer
-
-    if not emb.safety:
-        raise ValueError("these gen tokens carry no refusal calibration (untrained?); use --safety off")
-    return RefusalScorer.from_safety(emb, emb.safety)
-
-
 @app.command()
 def search(
     name: str = typer.Argument(..., help="Index name."),
@@ -214,7 +209,7 @@ def search(
     from ragsafe.embedders.gen import GenEmbedder
     from ragsafe.embedders.registry import build_embedders
     from ragsafe.index import IndexStoreError, storage_name
-    from ragsafe.retrieval import SafeRetriever
+    from ragsafe.retrieval import RefusalScorer, SafeRetriever
 
     if safety not in ("off", "flag", "suppress"):
         raise typer.BadParameter("must be off, flag or suppress", param_hint="--safety")
@@ -229,7 +224,9 @@ def search(
                 emb = build_embedders([embedder], str(checkpoint) if checkpoint else None, backbone)[0]
         note = ""
         if isinstance(emb, GenEmbedder) and safety != "off":
-            scorer = _refusal_scorer(emb)
+            scorer = RefusalScorer.for_embedder(emb)
+            if scorer is None:
+                raise ValueError("these gen tokens carry no refusal calibration (untrained?); use --safety off")
             result = SafeRetriever(idx, emb, scorer, safety).search(query, k)
             hits = result.hits
             note = f"refusal score {result.refusal_score:.3f} (suppress threshold {scorer.threshold:.3f})"

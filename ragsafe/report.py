@@ -40,6 +40,12 @@ def exposure_plot(summary: dict) -> bytes:
 
 
 SUPPRESSED = "nothing returned (suppressed: above the refusal threshold)"
+
+
+def _empty(run) -> str:
+    return SUPPRESSED if run.embedder.endswith("+ suppress") else "no passages"
+
+
 DECODE_NOTE = (
     "gen embedding decodes to: the backbone's greedy decoding of the probe's gen soft prompt; it reads as "
     "noise unless the gen tokens were trained with the reconstruction loss."
@@ -79,7 +85,7 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
             decoded = " ".join(summary["decoded"][pid].split())  # one line: newlines would break the markdown
             lines.append(f"*gen embedding decodes to:* {decoded or '(empty)'}")
         for run in runs:
-            hits = "; ".join(f"{_mark(h.harmful)} {h.source} ({h.score:.2f})" for h in run.hits) or SUPPRESSED
+            hits = "; ".join(f"{_mark(h.harmful)} {h.source} ({h.score:.2f})" for h in run.hits) or _empty(run)
             lines.append(f"- **{run.embedder}**: {hits}")
         lines.append("")
     if summary["skipped_files"]:
@@ -102,7 +108,7 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
                 f"{html.escape(h.source)} ({h.score:.2f})</span>"
                 for h in run.hits
             )
-            + ("" if run.hits else SUPPRESSED)
+            + ("" if run.hits else _empty(run))
             + "</li>"
             for run in runs
         )

@@ -55,10 +55,6 @@ class RefusalScorer:
         except ValueError:
             return None
 
-    @classmethod
-    def from_checkpoint_config(cls, embedder: GenEmbedder, config: dict) -> RefusalScorer:
-        return cls.from_safety(embedder, config.get("safety"))
-
     def scores_for(self, gen_vectors: np.ndarray) -> np.ndarray:
         """Scores of pure gen query vectors (`GenEmbedder.encode_gen_queries`, not the hybrid mix)."""
         return np.asarray(gen_vectors, dtype=np.float32) @ self.direction + self.bias

@@ -74,6 +74,8 @@ def test_trainer_calibrates_and_recalibrate_reproduces_it(qwen_tiny, teacher, tm
     assert first["card"]["safety"]["positives_train"] > 0 and "direction" not in first["card"]["safety"]
     # the card's config is what recalibrate rebuilds the queries from; it must survive the round trip
     assert TrainConfig.from_dict(first["card"]["config"]).domain == cfg.domain
+    with pytest.raises(ValueError, match="unknown training-config keys"):
+        TrainConfig.from_dict({**first["card"]["config"], "from_the_future": 1})
     refit = recalibrate(out, cfg.out, backbone=qwen_tiny, teacher=teacher)  # prefix-cache states vs plain encode
     assert refit["query_mix"]["beta"] == first["query_mix"]["beta"]
     assert refit["safety"]["threshold"] == pytest.approx(first["safety"]["threshold"], abs=1e-3)

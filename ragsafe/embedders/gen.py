@@ -89,23 +89,24 @@ class GenEmbedder:
         embeddings just carry no training yet; a warning says so.
         """
         path = Path(checkpoint) if checkpoint else default_checkpoint_dir()
+        config: dict = read_config(path) if path is not None else {}
+        query_mix = 0.0
+        if hybrid:  # checked before the backbone loads: a wrong checkpoint fails fast
+            documents = "teacher"
+            fitted = config.get("query_mix") or {}
+            if path is None:
+                raise ValueError("gen_hybrid needs trained tokens with a fitted query mix; none are installed")
+            if fitted.get("beta") is None:
+                raise ValueError(f"checkpoint {path} has no fitted query mix: run `ragsafe calibrate` on it")
+            query_mix = float(fitted["beta"])
         if not isinstance(backbone, Backbone):
             backbone = load_backbone(backbone or DEFAULT_BACKBONE)
         if path is None:
             warnings.warn("No trained checkpoint found: using untrained gen tokens.", stacklevel=2)
             encoder = GenEncoder(backbone, GenConfig(out_dim=UNTRAINED_OUT_DIM))
-            config: dict = {}
         else:
             encoder = load_checkpoint(path, backbone)
-            config = read_config(path)
         instructions = config.get("instructions", {})
-        query_mix = 0.0
-        if hybrid:
-            documents = "teacher"
-            fitted = config.get("query_mix") or {}
-            if fitted.get("beta") is None:
-                raise ValueError(f"checkpoint {path} has no fitted query mix: run `ragsafe calibrate` on it")
-            query_mix = float(fitted["beta"])
         if documents == "teacher" and teacher is None:
             teacher = TeacherEmbedder()
         embedder = cls(
@@ -117,6 +118,8 @@ class GenEmbedder:
             query_mix=query_mix,
         )
         embedder.safety = config.get("safety")
+        if hybrid:  # even when the fitted weight is 0: the name says how it was built
+            embedder.name = "gen_hybrid"
         return embedder
 
     @property

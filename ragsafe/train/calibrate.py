@@ -46,20 +46,25 @@ def fit_harm_probe(
     from sklearn.linear_model import LogisticRegression
 
     train_idx, val_idx = list(train_idx), list(val_idx)
+    if not train_idx:
+        raise ValueError("fit_harm_probe: no training queries")
     y = labels[train_idx]
     if y.min() == y.max():
         return {"direction": None, "threshold": None, "calibrated_on": "one class only in the training labels"}
     # balanced: harmful requests are a few percent of a typical pool
     probe = LogisticRegression(max_iter=3000, C=1.0, class_weight="balanced").fit(vectors[train_idx], y)
     direction, bias = probe.coef_[0].astype(np.float32), float(probe.intercept_[0])
-    negatives = [i for i in val_idx if labels[i] == 0] or [i for i in train_idx if labels[i] == 0]
+    negatives = [i for i in val_idx if labels[i] == 0]
+    where = "held-out"
+    if not negatives:  # a tiny split: the training negatives, which the probe has seen (a looser threshold)
+        negatives, where = [i for i in train_idx if labels[i] == 0], "training (no held-out ones)"
     threshold = calibrate_threshold(vectors[negatives] @ direction + bias, max_false_rate)
     result = {
         "kind": "probe",
         "direction": direction.astype(float).tolist(),
         "bias": bias,
         "threshold": threshold,
-        "calibrated_on": f"{len(negatives)} held-out negatives (max {max_false_rate:.0%} over the threshold)",
+        "calibrated_on": f"{len(negatives)} {where} negatives (at most {max_false_rate:.0%} flagged)",
         "labels": "harmful sources 1, benign sources 0, other queries: the backbone's own refusal",
         "positives_train": int(y.sum()),
         "negatives_train": int(len(y) - y.sum()),
@@ -81,6 +86,8 @@ def own_answer_mrr(predicted: np.ndarray, targets: np.ndarray) -> float:
 def fit_query_mix(
     gen_vectors: np.ndarray, teacher_vectors: np.ndarray, targets: np.ndarray, val_idx: Sequence[int]
 ) -> dict:
+    if not len(val_idx):
+        raise ValueError("fit_query_mix: no validation queries")
     g, t, y = gen_vectors[list(val_idx)], teacher_vectors[list(val_idx)], targets[list(val_idx)]
     curve = {b: own_answer_mrr(mix_vectors(g, t, b), y) for b in MIX_GRID}
     best = max(curve, key=lambda b: (curve[b], -b))  # ties: the smaller share of the query
@@ -88,6 +95,7 @@ def fit_query_mix(
         "beta": best,
         "val_mrr": curve[best],
         "val_mrr_gen_only": curve[0.0],
+        # the same queries chose beta (and the kept training step): an optimistic estimate
         "chosen_by": f"own-answer MRR over {len(y)} validation queries, beta in 0..2 by 0.05",
     }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ragsafe.model.chat import GenerationSettings
@@ -64,6 +64,9 @@ class TrainConfig:
     def from_dict(cls, raw: dict) -> TrainConfig:
         """The inverse of to_dict (e.g. a checkpoint card's config); unknown keys are an error."""
         raw = dict(raw)
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training-config keys {unknown} (a card from another ragsafe version?)")
         for key in ("out", "queries_file", "data_dir"):
             if raw.get(key) is not None:
                 raw[key] = Path(raw[key])

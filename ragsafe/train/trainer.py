@@ -507,8 +507,9 @@ def recalibrate(
     cfg = TrainConfig.from_dict(card["config"])
     cfg.out, cfg.data_dir = run_dir, Path(data_dir) if data_dir else cfg.data_dir
     backbone = backbone or load_backbone(cfg.backbone)
+    encoder = load_checkpoint(checkpoint, backbone)  # first: a backbone mismatch is the error to report
     teacher = teacher or TeacherEmbedder(cfg.teacher)
-    queries, _, instructions = collect_queries(cfg)
+    queries, _, _ = collect_queries(cfg)
     cached = read_cache(run_dir / "responses.jsonl")
     missing = sum(response_key(backbone, cfg.policy, cfg.generation, q.text) not in cached for q in queries)
     if missing:
@@ -516,13 +517,22 @@ def recalibrate(
             f"{run_dir / 'responses.jsonl'} lacks {missing} of the {len(queries)} training responses: "
             "point --run-dir at the run that trained this checkpoint"
         )
-    ex, instructions = prepare_examples(cfg, backbone, teacher)
-    encoder = load_checkpoint(checkpoint, backbone)
-    gen = encoder.encode([q.text for q in ex.queries], instructions.get("query"), batch_size=32, show_progress=True)
+    ex, _ = prepare_examples(cfg, backbone, teacher)
+    expected = (card.get("train_examples"), card.get("val_examples"))
+    if expected != (len(ex.train_idx), len(ex.val_idx)):
+        raise ValueError(
+            f"the rebuilt split has {len(ex.train_idx)} train / {len(ex.val_idx)} validation queries, the card "
+            f"{expected[0]} / {expected[1]}: the data dir or the query filters changed since training"
+        )
+    # the instruction the checkpoint embeds queries with at inference, whatever the pack says today
+    instruction = (config.get("instructions") or {}).get("query")
+    gen = encoder.encode([q.text for q in ex.queries], instruction, batch_size=32, show_progress=True)
     teacher_q = teacher.embed([q.text for q in ex.queries])
     fitted = calibrate(gen, teacher_q, ex.targets, [q.source for q in ex.queries], ex.refused, ex.train_idx, ex.val_idx)
+    if fitted["safety"].get("direction") is None and (config.get("safety") or {}).get("refusal_centroid"):
+        fitted["safety"] = config["safety"]  # one label class only: keep the older calibration rather than none
     config.update(fitted)
-    card["safety"] = {k: v for k, v in fitted["safety"].items() if k != "direction"}
+    card["safety"] = {k: v for k, v in fitted["safety"].items() if k not in ("direction", "refusal_centroid")}
     card["query_mix"] = fitted["query_mix"]
     config["card"] = card
     write_config(checkpoint, config)
