@@ -79,7 +79,7 @@ def main(
             blocked = {}
             for qs in sets:  # the score reads the pure gen vector, whatever the retrieval vector mixes in
                 gen_vectors, _ = encode_gen_queries_cached(emb, qs.queries[: len(ranked[qs.name])], out / ".cache")
-                blocked[qs.name] = scorer.scores_for(gen_vectors) > scorer.threshold
+                blocked[qs.name] = scorer.blocks(gen_vectors)
             kept = {
                 set_name: [[] if b else r for r, b in zip(got, blocked[set_name], strict=True)]
                 for set_name, got in ranked.items()

@@ -130,7 +130,7 @@ def calibrate(
         raise typer.BadParameter("no checkpoint given and none shipped", param_hint="--checkpoint")
     try:
         fitted = recalibrate(path, run_dir, data_dir)
-    except (CheckpointError, FileNotFoundError, TypeError, ValueError) as err:
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]{err}[/]")
         raise typer.Exit(1) from err
     safety, mix = fitted["safety"], fitted["query_mix"]

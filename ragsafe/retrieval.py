@@ -59,6 +59,10 @@ class RefusalScorer:
         """Scores of pure gen query vectors (`GenEmbedder.encode_gen_queries`, not the hybrid mix)."""
         return np.asarray(gen_vectors, dtype=np.float32) @ self.direction + self.bias
 
+    def blocks(self, gen_vectors: np.ndarray) -> np.ndarray:
+        """Which queries suppress mode returns nothing for (score above the threshold)."""
+        return self.scores_for(gen_vectors) > self.threshold
+
     def scores(self, queries: list[str]) -> np.ndarray:
         return self.scores_for(self.embedder.encode_gen_queries(queries))
 
@@ -87,7 +91,7 @@ class SafeRetriever:
 
         gen_vector = self.embedder.encode_gen_queries([query])
         score = float(self.scorer.scores_for(gen_vector)[0]) if self.scorer and self.mode != "off" else None
-        if self.mode == "suppress" and score is not None and score > self.scorer.threshold:
+        if self.mode == "suppress" and self.scorer.blocks(gen_vector)[0]:
             return SafeResult(query, score, True, [])
         vector = self.embedder.mix_query(gen_vector, [query])[0]
         hits = self.index.search(vector, storage_name(self.embedder), k)

@@ -70,3 +70,5 @@ def test_hybrid_retrieves_with_the_mix_but_scores_the_pure_gen_vector(tmp_path, 
         assert [h.text for h in result.hits] == [h.text for h in top]
     with pytest.raises(ValueError, match="documents='teacher'"):
         GenEmbedder(hybrid.encoder, query_mix=0.5)
+    zero = GenEmbedder(hybrid.encoder, documents="teacher", teacher=teacher, query_mix=0.0)
+    assert zero.name == "gen_hybrid" and np.allclose(zero.encode_queries([query]), pure, atol=1e-6)

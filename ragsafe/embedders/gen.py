@@ -4,7 +4,7 @@ Documents go through the same encoder under a summarise instruction (symmetric, 
 or, with `documents="teacher"`, through the teacher directly (asymmetric: the gen query vector lives
 in the teacher's space, and documents cost a MiniLM pass instead of an LLM pass).
 
-`query_mix` β > 0 (gen_hybrid, asymmetric only) retrieves with normalise(gen(q) + β · teacher(q)):
+`query_mix` β (gen_hybrid, asymmetric only; None: not hybrid) retrieves with normalise(gen(q) + β · teacher(q)):
 the predicted answer plus the teacher's view of the question, β fitted on the checkpoint's own
 validation answers (`ragsafe.train.calibrate`). The refusal score always reads the pure gen vector.
 """
@@ -47,11 +47,11 @@ class GenEmbedder:
         documents: DocumentSide = "gen",
         teacher: TeacherEmbedder | None = None,
         batch_size: int = 16,
-        query_mix: float = 0.0,
+        query_mix: float | None = None,
     ) -> None:
-        if query_mix < 0:
+        if query_mix is not None and query_mix < 0:
             raise ValueError(f"query_mix must be >= 0, got {query_mix}")
-        if query_mix and documents != "teacher":
+        if query_mix is not None and documents != "teacher":
             raise ValueError("query_mix mixes in the teacher's query vector: it needs documents='teacher'.")
         if documents == "teacher":
             if teacher is None:
@@ -69,7 +69,8 @@ class GenEmbedder:
         self.teacher = teacher
         self.batch_size = batch_size
         self.query_mix = query_mix
-        self.name = "gen" if documents == "gen" else "gen_hybrid" if query_mix else "gen_asym"
+        # a hybrid keeps its name at a fitted weight of 0: the name says how it was built
+        self.name = "gen" if documents == "gen" else "gen_asym" if query_mix is None else "gen_hybrid"
         self.safety: dict | None = None  # the checkpoint's refusal calibration, set by `load`
 
     @classmethod
@@ -90,7 +91,7 @@ class GenEmbedder:
         """
         path = Path(checkpoint) if checkpoint else default_checkpoint_dir()
         config: dict = read_config(path) if path is not None else {}
-        query_mix = 0.0
+        query_mix = None
         if hybrid:  # checked before the backbone loads: a wrong checkpoint fails fast
             documents = "teacher"
             fitted = config.get("query_mix") or {}
@@ -118,8 +119,6 @@ class GenEmbedder:
             query_mix=query_mix,
         )
         embedder.safety = config.get("safety")
-        if hybrid:  # even when the fitted weight is 0: the name says how it was built
-            embedder.name = "gen_hybrid"
         return embedder
 
     @property

@@ -117,3 +117,9 @@ def calibrate(
         "safety": fit_harm_probe(gen_vectors, labels, train_idx, val_idx),
         "query_mix": fit_query_mix(gen_vectors, teacher_query_vectors, targets, val_idx),
     }
+
+
+def card_entries(fitted: dict) -> dict:
+    """What a checkpoint card shows of a calibration: everything but the probe's vector."""
+    vectors = ("direction", "refusal_centroid")
+    return {"safety": {k: v for k, v in fitted["safety"].items() if k not in vectors}, "query_mix": fitted["query_mix"]}

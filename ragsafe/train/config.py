@@ -71,7 +71,10 @@ class TrainConfig:
             if raw.get(key) is not None:
                 raw[key] = Path(raw[key])
         if isinstance(raw.get("generation"), dict):
-            raw["generation"] = GenerationSettings(**raw["generation"])
+            try:
+                raw["generation"] = GenerationSettings(**raw["generation"])
+            except TypeError as err:
+                raise ValueError(f"generation settings of another ragsafe version: {err}") from err
         return cls(**raw)
 
     def to_dict(self) -> dict:

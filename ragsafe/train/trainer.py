@@ -37,7 +37,7 @@ from ragsafe.model.checkpoint import default_checkpoint_dir, load_checkpoint, re
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.model.tokens import token_vectors_from_text
 from ragsafe.progress import make_progress
-from ragsafe.train.calibrate import calibrate
+from ragsafe.train.calibrate import calibrate, card_entries
 from ragsafe.train.config import TrainConfig
 from ragsafe.train.domains import DomainPack
 from ragsafe.train.generate import generate_responses, read_cache, response_key
@@ -84,8 +84,14 @@ def collect_queries(cfg: TrainConfig) -> tuple[list[Query], dict[str, int], dict
     return queries, counts, instructions
 
 
-def prepare_examples(cfg: TrainConfig, backbone: Backbone, teacher: TeacherEmbedder) -> tuple[Examples, dict]:
-    queries, counts, instructions = collect_queries(cfg)
+def prepare_examples(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    teacher: TeacherEmbedder,
+    collected: tuple[list[Query], dict[str, int], dict[str, str]] | None = None,
+) -> tuple[Examples, dict]:
+    """collected: `collect_queries(cfg)` when the caller already has it."""
+    queries, counts, instructions = collected or collect_queries(cfg)
     rows = generate_responses(
         backbone, [q.text for q in queries], cfg.out / "responses.jsonl", cfg.policy, cfg.generation, cfg.gen_batch_size
     )
@@ -473,8 +479,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
         }
         fitted = self.calibration()
-        card["safety"] = {k: v for k, v in fitted["safety"].items() if k != "direction"}
-        card["query_mix"] = fitted["query_mix"]
+        card.update(card_entries(fitted))
         if steps_done < self.cfg.steps:
             card["note"] = f"interrupted at step {steps_done}; rerun with --resume"
         out = self.cfg.out / "checkpoint"
@@ -509,7 +514,8 @@ def recalibrate(
     backbone = backbone or load_backbone(cfg.backbone)
     encoder = load_checkpoint(checkpoint, backbone)  # first: a backbone mismatch is the error to report
     teacher = teacher or TeacherEmbedder(cfg.teacher)
-    queries, _, _ = collect_queries(cfg)
+    collected = collect_queries(cfg)
+    queries = collected[0]
     cached = read_cache(run_dir / "responses.jsonl")
     missing = sum(response_key(backbone, cfg.policy, cfg.generation, q.text) not in cached for q in queries)
     if missing:
@@ -517,7 +523,7 @@ def recalibrate(
             f"{run_dir / 'responses.jsonl'} lacks {missing} of the {len(queries)} training responses: "
             "point --run-dir at the run that trained this checkpoint"
         )
-    ex, _ = prepare_examples(cfg, backbone, teacher)
+    ex, _ = prepare_examples(cfg, backbone, teacher, collected)
     expected = (card.get("train_examples"), card.get("val_examples"))
     if expected != (len(ex.train_idx), len(ex.val_idx)):
         raise ValueError(
@@ -532,8 +538,7 @@ def recalibrate(
     if fitted["safety"].get("direction") is None and (config.get("safety") or {}).get("refusal_centroid"):
         fitted["safety"] = config["safety"]  # one label class only: keep the older calibration rather than none
     config.update(fitted)
-    card["safety"] = {k: v for k, v in fitted["safety"].items() if k not in ("direction", "refusal_centroid")}
-    card["query_mix"] = fitted["query_mix"]
+    card.update(card_entries(fitted))
     config["card"] = card
     write_config(checkpoint, config)
     return fitted
