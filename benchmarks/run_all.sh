@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 python benchmarks/encode_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/query_latency.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/train_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/harmful_retrieval.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}

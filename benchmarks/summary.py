@@ -19,6 +19,8 @@ ORDER = [
     "judge",
     "mteb_local",
     "encode_speed",
+    "query_latency_cpu",
+    "query_latency_cuda",
     "index_speed",
     "train_speed",
     "audit_report",

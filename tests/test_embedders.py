@@ -8,7 +8,7 @@ from ragsafe.embedders.bm25 import BM25Embedder, bm25_tokenize
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
-from ragsafe.model.chat import GenerationSettings
+from ragsafe.model.chat import GenerationSettings, chat_generate_ids
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 
 DOCS = ["the cat sat on the mat", "paris is the capital of france", "bread needs flour, water and salt", "the cat"]
@@ -99,3 +99,13 @@ def test_gen_asymmetric_needs_a_matching_teacher(qwen_tiny, teacher):
 def test_gen_query_and_document_sides_differ(qwen_tiny):
     gen = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=16)))
     assert not np.allclose(gen.encode_queries(["bread"]), gen.encode_documents(["bread"]))
+
+
+def test_chat_generate_ids_can_fix_the_answer_length(qwen_tiny):
+    # the latency benchmark replays real answer lengths on random weights through these overrides
+    settings = GenerationSettings(max_new_tokens=64)
+    for n in (1, 7):
+        ids = chat_generate_ids(qwen_tiny, ["How do rivers form?"], None, settings, min_new_tokens=n, max_new_tokens=n)
+        assert ids.shape == (1, n)
+    free = chat_generate_ids(qwen_tiny, QUERIES, None, GenerationSettings(max_new_tokens=3))
+    assert free.shape[0] == 2 and free.shape[1] <= 3

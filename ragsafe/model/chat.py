@@ -49,15 +49,19 @@ def chat_prompts(backbone: Backbone, queries: list[str], system: str | None) -> 
     return out
 
 
-def chat_generate(
-    backbone: Backbone, queries: list[str], system: str | None = None, settings: GenerationSettings | None = None
-) -> list[str]:
-    """Answers of the backbone to `queries` (one batch), new tokens only, special tokens removed, stripped."""
+def chat_generate_ids(
+    backbone: Backbone,
+    queries: list[str],
+    system: str | None = None,
+    settings: GenerationSettings | None = None,
+    **overrides,
+) -> torch.Tensor:
+    """The new token ids (B, T) the backbone generates for `queries` (one batch, left-padded prompts).
+
+    `overrides` go to `generate` on top of the settings (e.g. a fixed length for a timing run).
+    """
     settings = settings or GenerationSettings()
-    if not queries:
-        return []
-    tokenizer = backbone.tokenizer
-    encoded = tokenizer(
+    encoded = backbone.tokenizer(
         chat_prompts(backbone, queries, system),
         add_special_tokens=False,  # the chat template already holds any BOS
         padding="longest",
@@ -69,9 +73,18 @@ def chat_generate(
     if settings.do_sample:
         torch.manual_seed(settings.seed)
     with torch.no_grad():
-        ids = backbone.model.generate(**encoded, generation_config=settings.hf_config(backbone))
-    new = ids[:, encoded["input_ids"].shape[1] :]
-    return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        ids = backbone.model.generate(**encoded, generation_config=settings.hf_config(backbone), **overrides)
+    return ids[:, encoded["input_ids"].shape[1] :]
+
+
+def chat_generate(
+    backbone: Backbone, queries: list[str], system: str | None = None, settings: GenerationSettings | None = None
+) -> list[str]:
+    """Answers of the backbone to `queries` (one batch), new tokens only, special tokens removed, stripped."""
+    if not queries:
+        return []
+    new = chat_generate_ids(backbone, queries, system, settings)
+    return [t.strip() for t in backbone.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
 def generate_from_embeds(backbone: Backbone, embeds: torch.Tensor, settings: GenerationSettings) -> list[str]:

@@ -1,0 +1,187 @@
+"""Query latency at batch 1: gen, gen_hybrid and HyDE on this machine's device (CPU or CUDA).
+
+gen reads the predicted answer off one forward pass; HyDE writes the answer token by token and then
+embeds it. How far apart they are depends on the hardware, so this runs wherever torch finds a device:
+
+    python benchmarks/query_latency.py                 # installed weights -> results/query_latency_<device>.*
+    python benchmarks/query_latency.py --export-architecture arch/     # configs + tokenizers, no weights
+    python benchmarks/query_latency.py --architecture arch/ --replay benchmarks/results/query_latency_cpu.json
+
+The last form is for a machine the weights cannot reach (an accelerator lent without the model
+packages): backbone and teacher are built from their configs with random weights. A forward pass
+costs the same whatever the weight values, but the answers would differ, so there HyDE generates, per
+query, exactly the number of tokens the real backbone generated in the replayed run, on the same
+queries (the replayed file holds both).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import typer
+
+from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.teacher import TeacherEmbedder, resolve_teacher_path
+from ragsafe.evaluation.results import write_results
+from ragsafe.evaluation.tasks import xquad_queries
+from ragsafe.model.backbone import Backbone, default_dtype, load_backbone
+from ragsafe.model.chat import GenerationSettings, chat_generate_ids
+from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def write_architecture(backbone: Backbone, teacher_spec: str, out: Path) -> None:
+    """Everything but the weights: the backbone's config and tokenizer, the teacher's folder minus its weights."""
+    (out / "backbone").mkdir(parents=True, exist_ok=True)
+    backbone.model.config.save_pretrained(out / "backbone")
+    backbone.model.generation_config.save_pretrained(out / "backbone")
+    backbone.tokenizer.save_pretrained(out / "backbone")
+    (out / "backbone" / "name.txt").write_text(backbone.name)
+    shutil.copytree(
+        resolve_teacher_path(teacher_spec),
+        out / "teacher",
+        ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.onnx", "README.md"),
+        dirs_exist_ok=True,
+    )
+
+
+def random_backbone(arch: Path) -> Backbone:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(arch / "backbone")
+    model = AutoModelForCausalLM.from_config(config, dtype=default_dtype()).eval()
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    name = (arch / "backbone" / "name.txt").read_text().strip() + " (random weights)"
+    return Backbone.from_model(name, model, AutoTokenizer.from_pretrained(arch / "backbone"))
+
+
+def random_teacher(arch: Path, work: Path) -> TeacherEmbedder:
+    """The teacher's folder with freshly initialised transformer weights written in."""
+    from transformers import AutoConfig, AutoModel
+
+    folder = work / "teacher"
+    shutil.copytree(arch / "teacher", folder)
+    AutoModel.from_config(AutoConfig.from_pretrained(folder)).save_pretrained(folder)
+    return TeacherEmbedder(str(folder))
+
+
+def timed(fn: Callable[[str], object], queries: list[str], warmup: int = 2) -> tuple[list[float], list]:
+    for query in queries[:warmup]:
+        fn(query)
+    times, outputs = [], []
+    for query in queries:
+        start = time.perf_counter()
+        outputs.append(fn(query))
+        times.append(time.perf_counter() - start)
+    return times, outputs
+
+
+def main(
+    backbone: str = "default",
+    teacher: str = "minilm",
+    data_dir: str | None = None,
+    queries: int = 20,
+    max_new_tokens: int = 64,
+    threads: int = 2,
+    architecture: Path | None = None,
+    replay: Path | None = None,
+    export_architecture: Path | None = None,
+    out: Path = RESULTS,
+) -> None:
+    torch.set_num_threads(threads)
+    work = Path(tempfile.mkdtemp(prefix="ragsafe-latency-"))
+    if architecture is not None:
+        if replay is None:
+            raise typer.BadParameter("--architecture needs --replay: random weights cannot say how long answers are")
+        replayed = json.loads(replay.read_text())["meta"]
+        texts, lengths = replayed["queries"], replayed["hyde new tokens"]
+        bb, tm = random_backbone(architecture), random_teacher(architecture, work)
+        encoder = GenEncoder(bb, GenConfig(out_dim=tm.dim))  # untrained: same shapes, same cost
+        instructions = replayed["instructions"]
+        beta = replayed["query mix"]
+    else:
+        bb, tm = load_backbone(backbone), TeacherEmbedder(teacher)
+        if export_architecture is not None:
+            write_architecture(bb, teacher, export_architecture)
+            typer.echo(f"architecture written to {export_architecture}")
+            return
+        texts, lengths = xquad_queries(data_dir, n=queries).queries, None
+        loaded = GenEmbedder.load(backbone=bb, teacher=tm, hybrid=True)
+        encoder, beta = loaded.encoder, loaded.query_mix
+        instructions = {"query": loaded.query_instruction, "document": loaded.document_instruction}
+    gen = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, batch_size=1)
+    hybrid = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, 1, beta)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    new_tokens: dict[str, int] = {}
+
+    def hyde(query: str):
+        forced = {}
+        if lengths is not None:
+            n = lengths[texts.index(query)]
+            forced = {"min_new_tokens": n, "max_new_tokens": n}
+        ids = chat_generate_ids(bb, [query], None, settings, **forced)
+        new_tokens[query] = int(ids.shape[1])
+        answer = bb.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+        return tm.embed([answer])
+
+    runs = {
+        "teacher": lambda q: tm.embed([q]),
+        "gen": lambda q: gen.encode_queries([q]),
+        "gen_hybrid": lambda q: hybrid.encode_queries([q]),
+        "hyde": hyde,
+    }
+    rows = []
+    timings = {}
+    for name, fn in runs.items():
+        times, _ = timed(fn, texts)
+        timings[name] = times
+        typer.echo(f"{name}: p50 {1000 * statistics.median(times):.1f} ms")
+    hyde_p50 = statistics.median(timings["hyde"])
+    for name, times in timings.items():
+        rows.append(
+            {
+                "embedder": name,
+                "p50 ms": 1000 * statistics.median(times),
+                "p95 ms": 1000 * statistics.quantiles(times, n=20)[-1],
+                "mean ms": 1000 * statistics.mean(times),
+                "HyDE p50 / p50": hyde_p50 / statistics.median(times),
+            }
+        )
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    generated = [new_tokens[q] for q in texts]
+    meta = {
+        "device": device,
+        "weights": "random (architecture only; HyDE lengths replayed)" if architecture else "installed",
+        "backbone": bb.name,
+        "backbone dtype": str(bb.dtype),
+        "queries": texts,
+        "hyde new tokens": generated,
+        "hyde new tokens, mean": statistics.mean(generated),
+        "hyde max new tokens": max_new_tokens,
+        "instructions": instructions,
+        "query mix": beta,
+        "threads": threads if device == "cpu" else None,
+    }
+    notes = (
+        "Batch 1, one query at a time after 2 warm-up queries. gen: one forward pass over instruction + query + "
+        "10 tokens; gen_hybrid: that plus the teacher on the query; HyDE: the backbone's greedy answer (no system "
+        "prompt) embedded by the teacher. Random-weight runs replay the real answer lengths, so HyDE decodes "
+        "exactly as many steps as with the real weights."
+    )
+    tag = "cpu" if device == "cpu" else "cuda"
+    write_results(out, f"query_latency_{tag}", rows, meta, notes)
+    shutil.rmtree(work, ignore_errors=True)
+    typer.echo(json.dumps({r["embedder"]: round(r["HyDE p50 / p50"], 1) for r in rows}))
+
+
+if __name__ == "__main__":
+    typer.run(main)
