@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,3 +39,18 @@ def _isolated_cache(request, tmp_path_factory, monkeypatch):
     # so the real default backbone is converted once per machine, as for a user.
     if request.node.get_closest_marker("integration") is None:
         monkeypatch.setenv("RAGSAFE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Import a file of benchmarks/ by name: it is a folder of scripts, not a package."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
 pytest.importorskip("mteb")
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "mteb_local.py"
 
 PAIRS = [
     ("A man is playing a guitar.", "A person plays the guitar.", 4.8),
@@ -21,17 +15,8 @@ PAIRS = [
 ]
 
 
-def load_script() -> ModuleType:
-    # benchmarks/ is a folder of scripts, not a package, so import the file by path.
-    spec = importlib.util.spec_from_file_location("mteb_local", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_mteb_score_matches_our_spearman_on_the_same_vectors(teacher) -> None:
-    bench = load_script()
+def test_mteb_score_matches_our_spearman_on_the_same_vectors(teacher, benchmark_script) -> None:
+    bench = benchmark_script("mteb_local")
 
     class TinySTS(bench.LocalSTSTask):
         metadata = bench.sts_metadata("RagsafeTinySTS", "Five hand-written pairs for a unit test.", "in memory")
@@ -46,8 +31,8 @@ def test_mteb_score_matches_our_spearman_on_the_same_vectors(teacher) -> None:
     assert row["ragsafe spearman"] > 0.5
 
 
-def test_sparse_embedders_are_refused() -> None:
-    bench = load_script()
+def test_sparse_embedders_are_refused(benchmark_script) -> None:
+    bench = benchmark_script("mteb_local")
     from ragsafe.embedders.bm25 import BM25Embedder
 
     with pytest.raises(ValueError, match="sparse"):

@@ -1,0 +1,40 @@
+"""benchmarks/query_latency.py: the architecture export and the random-weight replay of answer lengths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ragsafe.model.backbone import Backbone
+
+
+def test_architecture_round_trip_has_the_shapes_but_not_the_weights(qwen_tiny, teacher, benchmark_script, tmp_path):
+    bench = benchmark_script("query_latency")
+    bench.write_architecture(qwen_tiny, "minilm", tmp_path / "arch")
+    assert not list((tmp_path / "arch").rglob("*.safetensors"))  # nothing heavy travels
+    rebuilt = bench.random_backbone(tmp_path / "arch")
+    assert isinstance(rebuilt, Backbone)
+    assert rebuilt.model.config.to_dict()["num_hidden_layers"] == qwen_tiny.model.config.num_hidden_layers
+    assert rebuilt.hidden_size == qwen_tiny.hidden_size
+    assert rebuilt.tokenizer("a river")["input_ids"] == qwen_tiny.tokenizer("a river")["input_ids"]
+    assert rebuilt.fingerprint != qwen_tiny.fingerprint
+    random_teacher = bench.random_teacher(tmp_path / "arch", tmp_path / "work")
+    assert random_teacher.dim == teacher.dim
+    a, b = random_teacher.embed(["a river"]), teacher.embed(["a river"])
+    assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3)
+
+
+def test_replay_generates_the_recorded_lengths(qwen_tiny, benchmark_script, tmp_path):
+    bench = benchmark_script("query_latency")
+    bench.write_architecture(qwen_tiny, "minilm", tmp_path / "arch")
+    queries = ["How do rivers form?", "Who built the first telescope?", "Why is the sky blue?"]
+    lengths = [3, 1, 6]
+    replay = tmp_path / "real.json"
+    meta = {"queries": queries, "hyde new tokens": lengths, "instructions": {"query": "Q:", "document": "D:"}}
+    replay.write_text(json.dumps({"meta": meta | {"query mix": 0.5}}))
+    bench.main(architecture=tmp_path / "arch", replay=replay, out=tmp_path / "out", threads=1)
+    written = json.loads(next((tmp_path / "out").glob("query_latency_*.json")).read_text())
+    assert written["meta"]["hyde new tokens"] == lengths
+    assert {row["embedder"] for row in written["rows"]} == {"teacher", "gen", "gen_hybrid", "hyde"}
+    assert all(row["p50 ms"] > 0 for row in written["rows"])
