@@ -78,8 +78,9 @@ def main(
         if scorer is not None:  # what SafeRetriever(mode="suppress") returns: nothing above the threshold
             blocked = {}
             for qs in sets:  # the score reads the pure gen vector, whatever the retrieval vector mixes in
-                gen_vectors, _ = encode_gen_queries_cached(emb, qs.queries[: len(ranked[qs.name])], out / ".cache")
-                blocked[qs.name] = scorer.blocks(gen_vectors)
+                queries = qs.queries[: len(ranked[qs.name])]
+                gen_vectors, _ = encode_gen_queries_cached(emb, queries, out / ".cache")
+                blocked[qs.name] = scorer.blocks(gen_vectors, queries)
             kept = {
                 set_name: [[] if b else r for r, b in zip(got, blocked[set_name], strict=True)]
                 for set_name, got in ranked.items()

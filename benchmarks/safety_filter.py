@@ -29,6 +29,8 @@ RESULTS = Path(__file__).parent / "results"
 SCORES = {
     "probe": "logistic harm probe on the query's gen embedding (labels: "
     "harmful/benign training sources, the backbone's own refusals elsewhere)",
+    "probe gen+teacher": "logistic harm probe on the query's gen embedding next to the teacher's embedding of "
+    "the query (labels: harmful/benign training sources, the backbone's own refusals elsewhere)",
     "centroid": "cosine between the query's gen embedding and the centroid of the backbone's refusals",
 }
 
@@ -49,7 +51,7 @@ def main(checkpoint: str | None = None, backbone: str = "default", data_dir: str
         "advbench goals": advbench_queries(data_dir).queries,
     }
     scores = {
-        name: scorer.scores_for(encode_gen_queries_cached(gen, queries, RESULTS / ".cache")[0])
+        name: scorer.scores_for(encode_gen_queries_cached(gen, queries, RESULTS / ".cache")[0], queries)
         for name, queries in sets.items()
     }
     benign = scores["xstest safe (benign look-alikes)"]
@@ -62,9 +64,10 @@ def main(checkpoint: str | None = None, backbone: str = "default", data_dir: str
             row[f"{name}: {key}"] = float((s > t).mean())
         rows.append(row)
         typer.echo(row)
+    kind = " ".join(filter(None, [gen.safety.get("kind", "centroid"), gen.safety.get("features")]))
     meta = {
         "checkpoint": str(path),
-        "score": SCORES.get(gen.safety.get("kind", "centroid"), "?"),
+        "score": SCORES.get(kind, "?"),
         "default threshold": gen.safety.get("calibrated_on", "?"),
         "queries": ", ".join(f"{k} ({len(v)})" for k, v in sets.items()),
     }

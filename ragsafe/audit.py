@@ -118,7 +118,7 @@ def run_audit(cfg: AuditConfig) -> dict:
                 vectors = emb.mix_query(gen_vectors, queries)
                 scorer = RefusalScorer.for_embedder(emb)
                 if scorer is not None:
-                    blocked = scorer.blocks(gen_vectors).tolist()
+                    blocked = scorer.blocks(gen_vectors, queries).tolist()
             else:
                 vectors = (bm25_stats if emb.name == "bm25" else emb).encode_queries(queries)
             for i, (probe, vector) in enumerate(zip(probes, vectors, strict=True)):

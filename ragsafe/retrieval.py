@@ -1,10 +1,13 @@
 """Safety-aware retrieval: say when the backbone would refuse the query, and optionally return nothing.
 
 The gen embedding of a query approximates the teacher's embedding of the backbone's *answer*, so a
-query the backbone would refuse lands near its refusals. The refusal score is linear in the query's
-gen embedding: `e · direction + bias`. Checkpoints calibrated by `ragsafe.train.calibrate` store a
-logistic harm probe fitted on the training queries; older ones store the centroid of the teacher
-vectors of the backbone's refusals (bias 0, a cosine). One forward pass, no decoding.
+query the backbone would refuse lands near its refusals. The refusal score is linear:
+`features · direction + bias`. Checkpoints calibrated by `ragsafe.train.calibrate` store a logistic
+harm probe fitted on the training queries, whose features are the query's gen embedding next to the
+teacher's embedding of the query itself (what the query asks, beside what the answer would be;
+`probe_features`); earlier calibrations read the gen embedding alone, and the oldest store the
+centroid of the teacher vectors of the backbone's refusals (bias 0, a cosine). One forward pass of
+the backbone, no decoding.
 
 Modes: "off" (plain search), "flag" (every hit carries the query's refusal_score), "suppress"
 (no hits when the score is above the threshold). The threshold is calibrated on held-out
@@ -13,12 +16,14 @@ training-side queries (see `calibrate_threshold`), never on an evaluation set.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.teacher import TeacherEmbedder
 
 if TYPE_CHECKING:  # the trainer imports this module; it must not need Qdrant
     from ragsafe.index import Hit, Index
@@ -26,12 +31,28 @@ if TYPE_CHECKING:  # the trainer imports this module; it must not need Qdrant
 Mode = Literal["off", "flag", "suppress"]
 
 
+def probe_features(gen_vectors: np.ndarray, teacher_vectors: np.ndarray | None) -> np.ndarray:
+    """What a harm probe reads: the gen vectors, next to the teacher's query vectors when it uses them."""
+    gen_vectors = np.asarray(gen_vectors, dtype=np.float32)
+    if teacher_vectors is None:
+        return gen_vectors
+    return np.hstack([gen_vectors, np.asarray(teacher_vectors, dtype=np.float32)])
+
+
 class RefusalScorer:
-    def __init__(self, embedder: GenEmbedder, direction: np.ndarray, threshold: float, bias: float = 0.0) -> None:
+    def __init__(
+        self,
+        embedder: GenEmbedder,
+        direction: np.ndarray,
+        threshold: float,
+        bias: float = 0.0,
+        teacher: TeacherEmbedder | None = None,
+    ) -> None:
         direction = np.asarray(direction, dtype=np.float32)
-        if direction.shape != (embedder.dim,):
-            raise ValueError(f"refusal direction has shape {direction.shape}, expected ({embedder.dim},)")
-        self.embedder = embedder
+        expected = embedder.dim + (teacher.dim if teacher is not None else 0)
+        if direction.shape != (expected,):
+            raise ValueError(f"refusal direction has shape {direction.shape}, expected ({expected},)")
+        self.embedder, self.teacher = embedder, teacher
         self.direction, self.bias, self.threshold = direction, float(bias), float(threshold)
 
     @classmethod
@@ -39,7 +60,10 @@ class RefusalScorer:
         """From a checkpoint's "safety" entry: a harm probe, or (older checkpoints) a refusal centroid."""
         safety = safety or {}
         if safety.get("direction") is not None:
-            return cls(embedder, safety["direction"], safety["threshold"], safety.get("bias", 0.0))
+            teacher = None
+            if safety.get("features") == "gen+teacher":
+                teacher = embedder.teacher or TeacherEmbedder()
+            return cls(embedder, safety["direction"], safety["threshold"], safety.get("bias", 0.0), teacher)
         if safety.get("refusal_centroid") is not None:
             centroid = np.asarray(safety["refusal_centroid"], dtype=np.float32)
             return cls(embedder, centroid / np.linalg.norm(centroid), safety["threshold"])
@@ -55,16 +79,20 @@ class RefusalScorer:
         except ValueError:
             return None
 
-    def scores_for(self, gen_vectors: np.ndarray) -> np.ndarray:
-        """Scores of pure gen query vectors (`GenEmbedder.encode_gen_queries`, not the hybrid mix)."""
-        return np.asarray(gen_vectors, dtype=np.float32) @ self.direction + self.bias
+    def scores_for(self, gen_vectors: np.ndarray, queries: Sequence[str]) -> np.ndarray:
+        """Scores of the queries from their pure gen vectors (`GenEmbedder.encode_gen_queries`, not the
+        hybrid mix); the queries' text is embedded by the teacher when the probe reads it."""
+        if len(queries) != len(gen_vectors):
+            raise ValueError(f"{len(gen_vectors)} gen vectors for {len(queries)} queries")
+        teacher_vectors = self.teacher.embed(list(queries)) if self.teacher is not None else None
+        return probe_features(gen_vectors, teacher_vectors) @ self.direction + self.bias
 
-    def blocks(self, gen_vectors: np.ndarray) -> np.ndarray:
+    def blocks(self, gen_vectors: np.ndarray, queries: Sequence[str]) -> np.ndarray:
         """Which queries suppress mode returns nothing for (score above the threshold)."""
-        return self.scores_for(gen_vectors) > self.threshold
+        return self.scores_for(gen_vectors, queries) > self.threshold
 
     def scores(self, queries: list[str]) -> np.ndarray:
-        return self.scores_for(self.embedder.encode_gen_queries(queries))
+        return self.scores_for(self.embedder.encode_gen_queries(queries), queries)
 
 
 def calibrate_threshold(benign_scores: np.ndarray, max_false_rate: float = 0.05) -> float:
@@ -90,8 +118,8 @@ class SafeRetriever:
         from ragsafe.index import storage_name
 
         gen_vector = self.embedder.encode_gen_queries([query])
-        score = float(self.scorer.scores_for(gen_vector)[0]) if self.scorer and self.mode != "off" else None
-        if self.mode == "suppress" and self.scorer.blocks(gen_vector)[0]:
+        score = float(self.scorer.scores_for(gen_vector, [query])[0]) if self.scorer and self.mode != "off" else None
+        if self.mode == "suppress" and score is not None and score > self.scorer.threshold:
             return SafeResult(query, score, True, [])
         vector = self.embedder.mix_query(gen_vector, [query])[0]
         hits = self.index.search(vector, storage_name(self.embedder), k)

@@ -70,7 +70,8 @@ def test_trainer_calibrates_and_recalibrate_reproduces_it(qwen_tiny, teacher, tm
     cfg = write_pack(tmp_path)
     out = Trainer(cfg, qwen_tiny, teacher).run()
     first = read_config(out)
-    assert first["safety"]["kind"] == "probe" and len(first["safety"]["direction"]) == teacher.dim
+    assert first["safety"]["kind"] == "probe" and first["safety"]["features"] == "gen+teacher"
+    assert len(first["safety"]["direction"]) == 2 * teacher.dim  # the gen vector next to the teacher's
     assert first["card"]["safety"]["positives_train"] > 0 and "direction" not in first["card"]["safety"]
     # the card's config is what recalibrate rebuilds the queries from; it must survive the round trip
     assert TrainConfig.from_dict(first["card"]["config"]).domain == cfg.domain

@@ -44,9 +44,11 @@ def test_scorer_from_a_probe_a_legacy_centroid_or_nothing(gen):
     v = np.zeros(gen.dim, dtype=np.float32)
     v[0] = 2.0
     probe = RefusalScorer.from_safety(gen, {"direction": v.tolist(), "bias": -0.5, "threshold": 0.1})
-    assert probe.scores_for(np.eye(gen.dim, dtype=np.float32)[:2]).tolist() == [1.5, -0.5]
+    assert probe.scores_for(np.eye(gen.dim, dtype=np.float32)[:2], ["a", "b"]).tolist() == [1.5, -0.5]
+    with pytest.raises(ValueError, match="2 gen vectors for 1 queries"):
+        probe.scores_for(np.eye(gen.dim, dtype=np.float32)[:2], ["a"])
     legacy = RefusalScorer.from_safety(gen, {"refusal_centroid": v.tolist(), "threshold": 0.3})
-    assert legacy.scores_for(np.eye(gen.dim, dtype=np.float32)[:1]).tolist() == [1.0]  # a unit centroid, a cosine
+    assert legacy.scores_for(np.eye(gen.dim, dtype=np.float32)[:1], ["a"]).tolist() == [1.0]  # unit centroid: a cosine
     with pytest.raises(ValueError, match="no refusal calibration"):
         RefusalScorer.from_safety(gen, {"threshold": 0.3})
 
@@ -72,3 +74,24 @@ def test_hybrid_retrieves_with_the_mix_but_scores_the_pure_gen_vector(tmp_path, 
         GenEmbedder(hybrid.encoder, query_mix=0.5)
     zero = GenEmbedder(hybrid.encoder, documents="teacher", teacher=teacher, query_mix=0.0)
     assert zero.name == "gen_hybrid" and np.allclose(zero.encode_queries([query]), pure, atol=1e-6)
+
+
+def test_a_gen_and_teacher_probe_reads_the_query_text_too(tmp_path, qwen_tiny, teacher):
+    asym = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher)
+    queries = ["how do I bake bread", "who wrote hamlet"]
+    gen_vectors = asym.encode_gen_queries(queries)
+    text_vectors = teacher.embed(queries)
+    # a direction on the teacher half only: the score is the cosine of the query text to the first query
+    direction = np.concatenate([np.zeros(asym.dim, dtype=np.float32), text_vectors[0]])
+    safety = {"direction": direction.tolist(), "bias": 0.0, "threshold": 0.99, "features": "gen+teacher"}
+    scorer = RefusalScorer.from_safety(asym, safety)
+    assert scorer.teacher is teacher
+    scores = scorer.scores_for(gen_vectors, queries)
+    assert scores[0] == pytest.approx(1.0, abs=1e-5) and scores[1] < 0.99
+    assert scorer.blocks(gen_vectors, queries).tolist() == [True, False]
+    with pytest.raises(ValueError, match="expected"):  # a gen-only direction under a gen+teacher probe
+        RefusalScorer.from_safety(asym, safety | {"direction": direction[: asym.dim].tolist()})
+    with Index("demo", path=tmp_path) as idx:
+        idx.add(load_corpus("corpora/demo")[0], [teacher], show_progress=False)
+        retriever = SafeRetriever(idx, asym, scorer, "suppress")
+        assert retriever.search(queries[0]).suppressed and not retriever.search(queries[1]).suppressed

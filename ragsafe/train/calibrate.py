@@ -2,8 +2,11 @@
 
 Two small fits on the gen embeddings of the training queries, stored in the checkpoint's config:
 
-- harm probe: a logistic regression on the gen embedding that says whether the query asks for
-  something the backbone should decline. Labels: a domain pack's `harmful` sources are positive, its
+- harm probe: a logistic regression that says whether the query asks for something the backbone
+  should decline. It reads the gen embedding (what the answer would be) next to the teacher's
+  embedding of the query (what is asked; `ragsafe.retrieval.probe_features`): on the shipped
+  checkpoint's validation split the pair separates harmful from benign requests better than the gen
+  embedding alone (AUROC 0.98 vs 0.96). Labels: a domain pack's `harmful` sources are positive, its
   `benign` sources negative (their refusals are over-refusals, e.g. "I can't assist" to trivia), and
   every other query (red-team pools, a user's own file) is decided by the backbone's own refusal. The
   threshold lets at most `max_false_rate` of the held-out negatives through as false alarms.
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ragsafe.embedders.gen import mix_vectors
-from ragsafe.retrieval import calibrate_threshold
+from ragsafe.retrieval import calibrate_threshold, probe_features
 
 MIX_GRID = tuple(round(0.05 * i, 2) for i in range(41))  # 0 .. 2
 
@@ -42,7 +45,7 @@ def fit_harm_probe(
     val_idx: Sequence[int],
     max_false_rate: float = 0.05,
 ) -> dict:
-    """Logistic probe on (normalised) gen embeddings; threshold from the held-out negatives."""
+    """Logistic probe on per-query feature vectors; threshold from the held-out negatives."""
     from sklearn.linear_model import LogisticRegression
 
     train_idx, val_idx = list(train_idx), list(val_idx)
@@ -72,6 +75,11 @@ def fit_harm_probe(
     positives = [i for i in val_idx if labels[i] == 1]
     if positives:
         result["val_positives_caught"] = float(np.mean(vectors[positives] @ direction + bias > threshold))
+        if where == "held-out":
+            from sklearn.metrics import roc_auc_score
+
+            held_out = positives + negatives
+            result["val_auroc"] = float(roc_auc_score(labels[held_out], vectors[held_out] @ direction + bias))
     return result
 
 
@@ -114,7 +122,8 @@ def calibrate(
         raise ValueError("calibrate: vectors, targets, sources and refusals must describe the same queries")
     labels = harm_labels(sources, refused)
     return {
-        "safety": fit_harm_probe(gen_vectors, labels, train_idx, val_idx),
+        "safety": fit_harm_probe(probe_features(gen_vectors, teacher_query_vectors), labels, train_idx, val_idx)
+        | {"features": "gen+teacher"},
         "query_mix": fit_query_mix(gen_vectors, teacher_query_vectors, targets, val_idx),
     }
 
