@@ -138,7 +138,11 @@ def calibrate(
         console.print(f"no harm probe: {safety.get('calibrated_on', 'no calibration')}")
     else:
         caught = safety.get("val_positives_caught", 0.0)
-        console.print(f"harm probe: threshold {safety['threshold']:.3f}, held-out harmful requests caught {caught:.1%}")
+        auroc = f", AUROC {safety['val_auroc']:.3f}" if "val_auroc" in safety else ""
+        console.print(
+            f"harm probe ({safety.get('features', 'gen')}): threshold {safety['threshold']:.3f}, "
+            f"held-out harmful requests caught {caught:.1%}{auroc}"
+        )
     console.print(
         f"query mix: beta {mix['beta']} (val MRR {mix['val_mrr']:.3f}, gen alone {mix['val_mrr_gen_only']:.3f})"
     )
