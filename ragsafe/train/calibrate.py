@@ -6,11 +6,12 @@ Two small fits on the gen embeddings of the training queries, stored in the chec
   should decline. It reads the gen embedding (what the answer would be) next to the teacher's
   embedding of the query (what is asked; `ragsafe.retrieval.probe_features`): on 3,627 of the
   shipped checkpoint's training queries the pair separated harmful from benign held-out requests
-  better than either alone (AUROC 0.979, against 0.960 for each). Labels: a domain pack's `harmful` sources are positive, its
-  `benign` sources negative (their refusals are over-refusals, e.g. "I can't assist" to trivia), and
-  every other query (red-team pools, a user's own file) is decided by the backbone's own refusal. The
-  threshold lets at most `max_false_rate` of the held-out negatives through as false alarms.
-  SafeRetriever's flag/suppress modes read it.
+  better than either alone (AUROC 0.979, against 0.960 for each). Labels: a domain pack's
+  `harmful` sources are positive, its `benign` sources negative (their refusals are
+  over-refusals, e.g. "I can't assist" to trivia), and every other query (red-team pools, a
+  user's own file) is decided by the backbone's own refusal. The threshold lets at most
+  `max_false_rate` of the held-out negatives through as false alarms. SafeRetriever's
+  flag/suppress modes read it.
 - query mix β: `gen_hybrid` retrieves with normalise(gen(q) + β · teacher(q)). The gen embedding
   predicts the teacher's vector of the backbone's answer; adding the teacher's view of the query
   itself predicts it better for questions the backbone answers. β is the value that ranks each
