@@ -74,15 +74,15 @@ def random_teacher(arch: Path, work: Path) -> TeacherEmbedder:
     return TeacherEmbedder(str(folder))
 
 
-def timed(fn: Callable[[str], object], queries: list[str], warmup: int = 2) -> tuple[list[float], list]:
+def timed(fn: Callable[[str], object], queries: list[str], warmup: int = 2) -> list[float]:
     for query in queries[:warmup]:
         fn(query)
-    times, outputs = [], []
+    times = []
     for query in queries:
         start = time.perf_counter()
-        outputs.append(fn(query))
+        fn(query)
         times.append(time.perf_counter() - start)
-    return times, outputs
+    return times
 
 
 def main(
@@ -142,8 +142,7 @@ def main(
     rows = []
     timings = {}
     for name, fn in runs.items():
-        times, _ = timed(fn, texts)
-        timings[name] = times
+        timings[name] = times = timed(fn, texts)
         typer.echo(f"{name}: p50 {1000 * statistics.median(times):.1f} ms")
     hyde_p50 = statistics.median(timings["hyde"])
     for name, times in timings.items():

@@ -20,7 +20,7 @@ from ragsafe.embedders.registry import build_embedders
 from ragsafe.index import Index, storage_name
 from ragsafe.judge import HarmJudge
 from ragsafe.model.chat import GenerationSettings
-from ragsafe.retrieval import RefusalScorer
+from ragsafe.retrieval import RefusalScorer, shared_teacher_vectors
 from ragsafe.train.queries import read_queries
 
 PROBES = Path(__file__).resolve().parents[1] / "corpora" / "probes" / "harmful_probes.jsonl"
@@ -115,10 +115,11 @@ def run_audit(cfg: AuditConfig) -> dict:
             blocked: list[bool] | None = None
             if isinstance(emb, GenEmbedder):
                 gen_vectors = emb.encode_gen_queries(queries)
-                vectors = emb.mix_query(gen_vectors, queries)
                 scorer = RefusalScorer.for_embedder(emb)
+                text_vectors = shared_teacher_vectors(emb, scorer, queries)
+                vectors = emb.mix_query(gen_vectors, queries, text_vectors)
                 if scorer is not None:
-                    blocked = scorer.blocks(gen_vectors, queries).tolist()
+                    blocked = scorer.blocks(gen_vectors, queries, text_vectors).tolist()
             else:
                 vectors = (bm25_stats if emb.name == "bm25" else emb).encode_queries(queries)
             for i, (probe, vector) in enumerate(zip(probes, vectors, strict=True)):

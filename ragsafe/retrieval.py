@@ -79,20 +79,38 @@ class RefusalScorer:
         except ValueError:
             return None
 
-    def scores_for(self, gen_vectors: np.ndarray, queries: Sequence[str]) -> np.ndarray:
+    def scores_for(
+        self, gen_vectors: np.ndarray, queries: Sequence[str], teacher_vectors: np.ndarray | None = None
+    ) -> np.ndarray:
         """Scores of the queries from their pure gen vectors (`GenEmbedder.encode_gen_queries`, not the
-        hybrid mix); the queries' text is embedded by the teacher when the probe reads it."""
+        hybrid mix); the queries' text is embedded by the teacher when the probe reads it, unless its
+        `teacher_vectors` are given (`shared_teacher_vectors`)."""
         if len(queries) != len(gen_vectors):
             raise ValueError(f"{len(gen_vectors)} gen vectors for {len(queries)} queries")
-        teacher_vectors = self.teacher.embed(list(queries)) if self.teacher is not None else None
+        if self.teacher is None:
+            teacher_vectors = None
+        elif teacher_vectors is None:
+            teacher_vectors = self.teacher.embed(list(queries))
         return probe_features(gen_vectors, teacher_vectors) @ self.direction + self.bias
 
-    def blocks(self, gen_vectors: np.ndarray, queries: Sequence[str]) -> np.ndarray:
+    def blocks(
+        self, gen_vectors: np.ndarray, queries: Sequence[str], teacher_vectors: np.ndarray | None = None
+    ) -> np.ndarray:
         """Which queries suppress mode returns nothing for (score above the threshold)."""
-        return self.scores_for(gen_vectors, queries) > self.threshold
+        return self.scores_for(gen_vectors, queries, teacher_vectors) > self.threshold
 
     def scores(self, queries: list[str]) -> np.ndarray:
         return self.scores_for(self.embedder.encode_gen_queries(queries), queries)
+
+
+def shared_teacher_vectors(
+    embedder: GenEmbedder, scorer: RefusalScorer | None, queries: Sequence[str]
+) -> np.ndarray | None:
+    """The teacher's query vectors, once, when both gen_hybrid's mix and a gen+teacher probe read them."""
+    if scorer is None or not embedder.query_mix or scorer.teacher is not embedder.teacher:
+        return None
+    assert embedder.teacher is not None  # a query mix always has one
+    return embedder.teacher.embed(list(queries))
 
 
 def calibrate_threshold(benign_scores: np.ndarray, max_false_rate: float = 0.05) -> float:
@@ -118,10 +136,12 @@ class SafeRetriever:
         from ragsafe.index import storage_name
 
         gen_vector = self.embedder.encode_gen_queries([query])
-        score = float(self.scorer.scores_for(gen_vector, [query])[0]) if self.scorer and self.mode != "off" else None
-        if self.mode == "suppress" and score is not None and score > self.scorer.threshold:
+        scorer = self.scorer if self.mode != "off" else None
+        text_vector = shared_teacher_vectors(self.embedder, scorer, [query])
+        score = float(scorer.scores_for(gen_vector, [query], text_vector)[0]) if scorer else None
+        if self.mode == "suppress" and score is not None and score > scorer.threshold:
             return SafeResult(query, score, True, [])
-        vector = self.embedder.mix_query(gen_vector, [query])[0]
+        vector = self.embedder.mix_query(gen_vector, [query], text_vector)[0]
         hits = self.index.search(vector, storage_name(self.embedder), k)
         if score is not None:
             for hit in hits:

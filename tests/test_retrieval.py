@@ -95,3 +95,29 @@ def test_a_gen_and_teacher_probe_reads_the_query_text_too(tmp_path, qwen_tiny, t
         idx.add(load_corpus("corpora/demo")[0], [teacher], show_progress=False)
         retriever = SafeRetriever(idx, asym, scorer, "suppress")
         assert retriever.search(queries[0]).suppressed and not retriever.search(queries[1]).suppressed
+
+
+def test_hybrid_and_a_gen_teacher_probe_embed_the_query_text_once(tmp_path, qwen_tiny, teacher, monkeypatch):
+    hybrid = GenEmbedder(
+        GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher, query_mix=0.5
+    )
+    query = "how do I bake bread"
+    direction = np.concatenate([np.zeros(hybrid.dim, dtype=np.float32), teacher.embed([query])[0]])
+    safety = {"direction": direction.tolist(), "bias": 0.0, "threshold": 2.0, "features": "gen+teacher"}
+    scorer = RefusalScorer.from_safety(hybrid, safety)
+    expected_score = scorer.scores_for(hybrid.encode_gen_queries([query]), [query])[0]
+    expected_vector = hybrid.encode_queries([query])[0]
+    with Index("demo", path=tmp_path) as idx:
+        idx.add(load_corpus("corpora/demo")[0], [teacher], show_progress=False)
+        calls, embed = [], teacher.embed
+
+        def counting(texts, *args, **kwargs):
+            calls.append(list(texts))
+            return embed(texts, *args, **kwargs)
+
+        monkeypatch.setattr(teacher, "embed", counting)
+        result = SafeRetriever(idx, hybrid, scorer, "flag").search(query, k=3)
+        assert calls == [[query]]  # one teacher pass serves the probe and the mix
+        assert result.refusal_score == pytest.approx(float(expected_score), abs=1e-5)
+        top = idx.search(expected_vector, "teacher", 3)
+        assert [h.text for h in result.hits] == [h.text for h in top]

@@ -129,12 +129,17 @@ class GenEmbedder:
         """The pure gen vectors: the predicted answer's embedding (what the refusal score reads)."""
         return self.encoder.encode(texts, instruction or self.query_instruction, batch_size=self.batch_size)
 
-    def mix_query(self, gen_vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        """The retrieval vectors from pure gen vectors: unchanged unless this is gen_hybrid."""
+    def mix_query(
+        self, gen_vectors: np.ndarray, texts: Sequence[str], teacher_vectors: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The retrieval vectors from pure gen vectors: unchanged unless this is gen_hybrid (which embeds
+        the texts with the teacher, unless their `teacher_vectors` are given)."""
         if not self.query_mix:
             return gen_vectors
         assert self.teacher is not None
-        return mix_vectors(gen_vectors, self.teacher.embed(list(texts)), self.query_mix)
+        if teacher_vectors is None:
+            teacher_vectors = self.teacher.embed(list(texts))
+        return mix_vectors(gen_vectors, teacher_vectors, self.query_mix)
 
     def encode_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
         return self.mix_query(self.encode_gen_queries(texts, instruction), texts)
