@@ -109,3 +109,23 @@ def test_chat_generate_ids_can_fix_the_answer_length(qwen_tiny):
         assert ids.shape == (1, n)
     free = chat_generate_ids(qwen_tiny, QUERIES, None, GenerationSettings(max_new_tokens=3))
     assert free.shape[0] == 2 and free.shape[1] <= 3
+
+
+def test_untrained_registry_entries_reuse_the_checkpoints_query_mix(qwen_tiny, teacher, tmp_path):
+    from ragsafe.embedders.gen import mix_vectors
+    from ragsafe.embedders.registry import build_embedders
+    from ragsafe.model.checkpoint import save_checkpoint
+
+    trained = tmp_path / "ck"
+    save_checkpoint(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), trained, extra={"query_mix": {"beta": 0.4}})
+    asym, hybrid = build_embedders(["gen_asym_untrained", "gen_hybrid_untrained"], str(trained), qwen_tiny, teacher)
+    assert (asym.name, hybrid.name) == ("gen_asym_untrained", "gen_hybrid_untrained")
+    assert hybrid.query_mix == 0.4 and hybrid.documents == "teacher" and asym.query_mix is None
+    pure = asym.encode_queries(QUERIES)  # same seed: the same untrained tokens
+    expected = mix_vectors(pure, teacher.embed(QUERIES), 0.4)
+    np.testing.assert_allclose(hybrid.encode_queries(QUERIES), expected, atol=1e-5)
+
+    bare = tmp_path / "bare"
+    save_checkpoint(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), bare)
+    with pytest.raises(ValueError, match="no fitted query mix"):
+        build_embedders(["gen_hybrid_untrained"], str(bare), qwen_tiny, teacher)

@@ -36,6 +36,17 @@ def mix_vectors(gen_vectors: np.ndarray, teacher_vectors: np.ndarray, beta: floa
     return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+def fitted_query_mix(checkpoint: str | Path | None = None) -> float:
+    """β of a checkpoint's gen_hybrid (default: the shipped checkpoint), fitted by `ragsafe calibrate`."""
+    path = Path(checkpoint) if checkpoint else default_checkpoint_dir()
+    if path is None:
+        raise ValueError("gen_hybrid needs trained tokens with a fitted query mix; none are installed")
+    fitted = read_config(path).get("query_mix") or {}
+    if fitted.get("beta") is None:
+        raise ValueError(f"checkpoint {path} has no fitted query mix: run `ragsafe calibrate` on it")
+    return float(fitted["beta"])
+
+
 class GenEmbedder:
     sparse = False
 
@@ -94,12 +105,7 @@ class GenEmbedder:
         query_mix = None
         if hybrid:  # checked before the backbone loads: a wrong checkpoint fails fast
             documents = "teacher"
-            fitted = config.get("query_mix") or {}
-            if path is None:
-                raise ValueError("gen_hybrid needs trained tokens with a fitted query mix; none are installed")
-            if fitted.get("beta") is None:
-                raise ValueError(f"checkpoint {path} has no fitted query mix: run `ragsafe calibrate` on it")
-            query_mix = float(fitted["beta"])
+            query_mix = fitted_query_mix(path)
         if not isinstance(backbone, Backbone):
             backbone = load_backbone(backbone or DEFAULT_BACKBONE)
         if path is None:

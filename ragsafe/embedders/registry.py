@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ragsafe.embedders.base import Embedder
 from ragsafe.embedders.bm25 import BM25Embedder
-from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.gen import GenEmbedder, fitted_query_mix
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
 from ragsafe.embedders.teacher import TeacherEmbedder
@@ -22,6 +22,7 @@ NAMES = {
     "gen_hybrid": "gen_asym with the teacher's query vector mixed in (weight fitted on training answers)",
     "gen_untrained": "gen with freshly initialised (untrained) tokens",
     "gen_asym_untrained": "gen_asym with untrained tokens",
+    "gen_hybrid_untrained": "gen_hybrid's query mix (the checkpoint's β) over untrained tokens: what training adds",
     "hyde": "the backbone writes an answer, the teacher embeds it",
     "hyde_policy": "HyDE with the answer written under the response policy",
 }
@@ -51,8 +52,14 @@ def build_embedders(
             out.append(teacher)
         elif name in ("gen", "gen_asym", "gen_hybrid"):
             out.append(GenEmbedder.load(checkpoint, bb, documents, teacher, hybrid=name == "gen_hybrid"))
-        elif name in ("gen_untrained", "gen_asym_untrained"):
-            emb = GenEmbedder(GenEncoder(bb, GenConfig(out_dim=teacher.dim)), documents=documents, teacher=teacher)
+        elif name in ("gen_untrained", "gen_asym_untrained", "gen_hybrid_untrained"):
+            hybrid = name == "gen_hybrid_untrained"
+            emb = GenEmbedder(
+                GenEncoder(bb, GenConfig(out_dim=teacher.dim)),
+                documents="teacher" if hybrid else documents,
+                teacher=teacher,
+                query_mix=fitted_query_mix(checkpoint) if hybrid else None,
+            )
             emb.name = name
             out.append(emb)
         elif name == "llm_mean":
