@@ -45,7 +45,7 @@ def build_embedders(
     hyde_settings = hyde_settings or GenerationSettings(max_new_tokens=48)
     out: list[Embedder] = []
     for name in names:
-        documents = "teacher" if "asym" in name else "gen"
+        documents = "teacher" if "asym" in name or "hybrid" in name else "gen"
         if name == "bm25":
             out.append(BM25Embedder())
         elif name == "teacher":
@@ -53,13 +53,9 @@ def build_embedders(
         elif name in ("gen", "gen_asym", "gen_hybrid"):
             out.append(GenEmbedder.load(checkpoint, bb, documents, teacher, hybrid=name == "gen_hybrid"))
         elif name in ("gen_untrained", "gen_asym_untrained", "gen_hybrid_untrained"):
-            hybrid = name == "gen_hybrid_untrained"
-            emb = GenEmbedder(
-                GenEncoder(bb, GenConfig(out_dim=teacher.dim)),
-                documents="teacher" if hybrid else documents,
-                teacher=teacher,
-                query_mix=fitted_query_mix(checkpoint) if hybrid else None,
-            )
+            mix = fitted_query_mix(checkpoint) if name == "gen_hybrid_untrained" else None
+            encoder = GenEncoder(bb, GenConfig(out_dim=teacher.dim))
+            emb = GenEmbedder(encoder, documents=documents, teacher=teacher, query_mix=mix)
             emb.name = name
             out.append(emb)
         elif name == "llm_mean":
