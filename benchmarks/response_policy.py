@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import time
 from pathlib import Path
 
 import torch
@@ -116,8 +115,7 @@ def main(
             policy = POLICIES[name]
             keys = [_key(policy, q, settings) for _, q in sample]
             todo = [i for i, k in enumerate(keys) if k not in cache]
-            task = progress.add_task(name, total=len(todo))
-            start = time.perf_counter()
+            task = progress.add_task(name, total=len(todo), info="")
             for b in range(0, len(todo), batch_size):
                 chunk = todo[b : b + batch_size]
                 answers = chat_generate(bb, [sample[i][1] for i in chunk], policy, settings)
@@ -132,7 +130,6 @@ def main(
                 row[f"{group} refused"] = sum(refused) / len(refused)
             benign = (row["nq refused"] + row["instructions refused"]) / 2
             row["harmful minus benign"] = row["harmful refused"] - benign
-            row["s/answer"] = (time.perf_counter() - start) / len(todo) if todo else float("nan")
             row["text"] = policy or "(none: the chat template's default system prompt)"
             rows.append(row)
             typer.echo({k: v for k, v in row.items() if k != "text"})
