@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 python benchmarks/encode_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/query_latency.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/train_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/response_policy.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/harmful_retrieval.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}

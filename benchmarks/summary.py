@@ -16,6 +16,7 @@ ORDER = [
     "general",
     "medical",
     "safety_filter",
+    "response_policy",
     "judge",
     "mteb_local",
     "encode_speed",

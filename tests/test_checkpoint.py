@@ -33,3 +33,15 @@ def test_missing_or_corrupt_checkpoint(qwen_tiny, tmp_path):
     (tmp_path / "ck" / "config.json").write_text("{broken")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(tmp_path / "ck", qwen_tiny)
+
+
+def test_shipped_checkpoint_was_trained_under_the_default_policy():
+    # `ragsafe train` with no --policy must reproduce the shipped recipe, so the two cannot drift apart
+    from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
+    from ragsafe.train.generate import DEFAULT_POLICY
+
+    path = default_checkpoint_dir()
+    if path is None:
+        pytest.skip("this build ships no default checkpoint")
+    card = read_config(path)["card"]
+    assert card["policy"] == card["config"]["policy"] == DEFAULT_POLICY
