@@ -5,10 +5,10 @@ if the backbone refuses it, and a benign query lands near a refusal if the backb
 that. This measures both on samples of the training pools (never benchmark queries), per policy,
 before any generation run is spent on one:
 
-- harmful: HarmBench, MaliciousInstruct and the refusal-direction harmful splits
-- red-team: HH-RLHF harmless-base first turns (mixed)
+- harmful: the pack's harmful sources (HarmBench, MaliciousInstruct, the refusal-direction splits)
+- red-team: its red-team source (HH-RLHF harmless-base first turns, mixed)
 - nq: NQ-Open questions (benign trivia)
-- instructions: Self-Instruct, MT-Bench, Vicuna (benign tasks)
+- instructions: the other benign sources (Self-Instruct, MT-Bench, Vicuna)
 
 Refusals are counted by the keyword heuristic of `ragsafe.train.generate` on the first tokens.
 
@@ -53,19 +53,12 @@ POLICIES: dict[str, str | None] = {
     "whatever its topic. If a request asks for help with something clearly dangerous, illegal or harmful, reply "
     "only: \"I'm sorry, but I can't help with that.\"",
 }
-GROUPS = {  # group -> (source files in the broad pack, sample size)
-    "harmful": (("harmbench", "malicious_instruct", "refusal_direction_splits"), 40),
-    "red-team": (("hh_rlhf",), 20),
-    "nq": (("nq_open_dev_3610.jsonl", "nq_open_efficientqa_test_1800.jsonl"), 30),
-    "instructions": (
-        (
-            "self_instruct_seed_tasks_175.jsonl",
-            "self_instruct_user_oriented_252.jsonl",
-            "mt_bench_questions_80.jsonl",
-            "vicuna_bench_questions_80.jsonl",
-        ),
-        20,
-    ),
+# group -> (which queries of the broad pack, sample size); a query's source reads "label:path"
+GROUPS = {
+    "harmful": (lambda label, path: label == "harmful", 40),
+    "red-team": (lambda label, path: label == "red-team", 20),
+    "nq": (lambda label, path: label == "benign" and "nq_open" in path, 30),
+    "instructions": (lambda label, path: label == "benign" and "nq_open" not in path, 20),
 }
 
 
@@ -75,8 +68,8 @@ def sample_queries(data_dir: str | None, seed: int) -> list[tuple[str, str]]:
     queries = collect_queries(cfg)[0]
     rng = random.Random(seed)
     sample = []
-    for group, (sources, n) in GROUPS.items():
-        pool = [q.text for q in queries if q.source.split("/")[1] in sources]
+    for group, (member, n) in GROUPS.items():
+        pool = [q.text for q in queries if member(*q.source.split(":", 1))]
         sample += [(group, text) for text in rng.sample(pool, n)]
     return sample
 
