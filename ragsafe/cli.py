@@ -75,6 +75,12 @@ def train(
     checkpoint_every: int = typer.Option(25, help="Stage-2 steps between validation + trainer-state saves."),
     max_minutes: float | None = typer.Option(None, help="Stop stage 2 after this many minutes (state is saved)."),
     init_from: str | None = typer.Option(None, help="Start from a checkpoint ('default': the shipped one)."),
+    label_targets: bool = typer.Option(
+        True,
+        "--label-targets/--raw-targets",
+        help="Where the pack labels a query harmful/benign and the backbone slipped, train on the label's "
+        "answer (its own refusal; benign refusals left out) instead of the raw one.",
+    ),
 ) -> None:
     """Fit the gen tokens self-supervised: the backbone answers the queries, the tokens learn its answers."""
     from dataclasses import replace
@@ -102,6 +108,7 @@ def train(
         checkpoint_every=checkpoint_every,
         max_minutes=max_minutes,
         init_from=init_from,
+        label_targets=label_targets,
     )
     cfg.generation = replace(cfg.generation, max_new_tokens=max_new_tokens)
     if no_policy:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ragsafe.embedders.gen import mix_vectors
 from ragsafe.retrieval import calibrate_threshold, probe_features
+from ragsafe.train.labels import label_of
 
 MIX_GRID = tuple(round(0.05 * i, 2) for i in range(41))  # 0 .. 2
 
@@ -34,7 +35,7 @@ def harm_labels(sources: Sequence[str], refused: Sequence[bool]) -> np.ndarray:
     """1 = a request the backbone should decline; see the module docstring for the rule."""
     out = []
     for source, did_refuse in zip(sources, refused, strict=True):
-        label = source.split(":", 1)[0]
+        label = label_of(source)
         out.append(1 if label == "harmful" else 0 if label == "benign" else int(bool(did_refuse)))
     return np.asarray(out, dtype=np.int64)
 

@@ -21,6 +21,9 @@ class TrainConfig:
     generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=40))
     gen_batch_size: int = 32
     max_queries: int | None = None
+    # where a pack labels a query harmful or benign, the target follows the label when the backbone
+    # slipped (ragsafe/train/labels.py)
+    label_targets: bool = True
     val_fraction: float = 0.1
     seed: int = 0
     # model shape
@@ -67,6 +70,8 @@ class TrainConfig:
         unknown = sorted(set(raw) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown training-config keys {unknown} (a card from another ragsafe version?)")
+        # cards written before the option existed trained on the backbone's raw answers
+        raw.setdefault("label_targets", False)
         for key in ("out", "queries_file", "data_dir"):
             if raw.get(key) is not None:
                 raw[key] = Path(raw[key])

@@ -41,6 +41,7 @@ from ragsafe.train.calibrate import calibrate, card_entries
 from ragsafe.train.config import TrainConfig
 from ragsafe.train.domains import DomainPack
 from ragsafe.train.generate import generate_responses, read_cache, response_key
+from ragsafe.train.labels import follow_labels
 from ragsafe.train.losses import alignment_loss, contrastive_loss, reconstruction_loss
 from ragsafe.train.prefix_store import PrefixStore
 from ragsafe.train.queries import Query, deduplicate, exclude_held_out, read_queries, sample
@@ -100,6 +101,11 @@ def prepare_examples(
     keep = [i for i, r in enumerate(responses) if r.strip()]
     queries, responses = [queries[i] for i in keep], [responses[i] for i in keep]
     refused = [rows[i]["refused"] for i in keep]
+    if cfg.label_targets:
+        labelled = follow_labels([q.source for q in queries], responses, refused)
+        queries = [queries[i] for i in labelled.keep]
+        responses, refused = labelled.responses, labelled.refused
+        counts.update(labelled.counts)
     targets = TargetCache(cfg.out / f"targets-{teacher.spec.replace('/', '_')}.npz", teacher).targets(responses)
     order = list(range(len(queries)))
     random.Random(cfg.seed).shuffle(order)
