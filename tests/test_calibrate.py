@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from ragsafe.train.calibrate import fit_harm_probe, fit_query_mix, harm_labels, own_answer_mrr
+from ragsafe.train.calibrate import calibrate, fit_harm_probe, fit_query_mix, harm_labels, own_answer_mrr
 from ragsafe.train.config import TrainConfig
 from ragsafe.train.trainer import Trainer, recalibrate
 from tests.test_train import small_config
@@ -45,6 +45,20 @@ def test_query_mix_finds_the_weight_that_predicts_the_answers():
     fitted = fit_query_mix(gen, teacher_q, answers, val)
     assert 0.5 <= fitted["beta"] <= 2.0 and fitted["val_mrr"] > fitted["val_mrr_gen_only"] + 0.05
     assert own_answer_mrr(answers, answers) == pytest.approx(1.0)
+
+
+def test_left_out_benign_queries_are_probe_negatives_only():
+    rng = np.random.default_rng(2)
+    n, d = 200, 8
+    gen, teacher_q, targets = (unit(rng.normal(size=(n, d))) for _ in range(3))
+    sources = ["harmful:h"] * 40 + ["benign:b"] * 160
+    train, val = list(range(0, 180)), list(range(180, 200))
+    base = calibrate(gen, teacher_q, targets, sources, [False] * n, train, val)
+    extra = (unit(rng.normal(size=(30, d))), unit(rng.normal(size=(30, d))))
+    more = calibrate(gen, teacher_q, targets, sources, [False] * n, train, val, extra)
+    assert more["safety"]["negatives_train"] == base["safety"]["negatives_train"] + 27  # 3 of 30 held out
+    assert more["safety"]["calibrated_on"].startswith("23 held-out")  # the 20 validation negatives + 3
+    assert more["query_mix"] == base["query_mix"]  # the mix never sees them: they have no target
 
 
 def write_pack(tmp_path) -> TrainConfig:

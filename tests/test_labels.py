@@ -1,9 +1,12 @@
 import json
 
+import pytest
+
+from ragsafe.model.checkpoint import read_config
 from ragsafe.train.config import TrainConfig
 from ragsafe.train.generate import looks_like_refusal, response_key
 from ragsafe.train.labels import FALLBACK_REFUSAL, follow_labels, label_of, most_common_refusal
-from ragsafe.train.trainer import collect_queries, prepare_examples
+from ragsafe.train.trainer import Trainer, collect_queries, prepare_examples, recalibrate
 from tests.test_calibrate import write_pack
 
 
@@ -68,6 +71,16 @@ def test_training_examples_follow_the_labels(qwen_tiny, teacher, tmp_path):
     assert all(r.startswith("A river") for r in by_source["benign"])
     assert ex.counts["harmful answers replaced by a refusal"] == 5
     assert ex.counts["benign refusals left out"] == 3
+    assert len(ex.left_out) == 3 and all(q.source.startswith("benign") for q in ex.left_out)
+
+    # the trainer's calibration and a later recalibration both keep the left-out refusals as negatives
+    out = Trainer(cfg, qwen_tiny, teacher).run()
+    fitted = read_config(out)["safety"]
+    labelled_negatives = sum(q.source.startswith("benign") for q in ex.queries)  # 11
+    assert fitted["negatives_train"] + int(fitted["calibrated_on"].split()[0]) == labelled_negatives + 3
+    refit = recalibrate(out, cfg.out, backbone=qwen_tiny, teacher=teacher)["safety"]
+    assert refit["negatives_train"] == fitted["negatives_train"]
+    assert refit["threshold"] == pytest.approx(fitted["threshold"], abs=1e-3)
 
     cfg.label_targets = False
     raw, _ = prepare_examples(cfg, qwen_tiny, teacher, collect_queries(cfg))

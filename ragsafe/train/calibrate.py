@@ -118,14 +118,29 @@ def calibrate(
     refused: Sequence[bool],
     train_idx: Sequence[int],
     val_idx: Sequence[int],
+    extra_negatives: tuple[np.ndarray, np.ndarray] | None = None,
+    extra_val_every: int = 10,
 ) -> dict:
-    """{"safety": harm probe, "query_mix": β}, both from the training split only."""
+    """{"safety": harm probe, "query_mix": β}, both from the training split only.
+
+    extra_negatives: (gen, teacher-on-query) vectors of benign queries that are not training
+    examples (the benign refusals left out of the targets); probe negatives only, every
+    `extra_val_every`-th one held out with the validation split.
+    """
     if not len(gen_vectors) == len(teacher_query_vectors) == len(targets) == len(sources) == len(refused):
         raise ValueError("calibrate: vectors, targets, sources and refusals must describe the same queries")
+    features = probe_features(gen_vectors, teacher_query_vectors)
     labels = harm_labels(sources, refused)
+    probe_train, probe_val = list(train_idx), list(val_idx)
+    if extra_negatives is not None and len(extra_negatives[0]):
+        extra = probe_features(*extra_negatives)
+        ids = range(len(features), len(features) + len(extra))
+        probe_val += [i for i in ids if (i - ids.start) % extra_val_every == 0]
+        probe_train += [i for i in ids if (i - ids.start) % extra_val_every != 0]
+        features = np.vstack([features, extra])
+        labels = np.concatenate([labels, np.zeros(len(extra), dtype=labels.dtype)])
     return {
-        "safety": fit_harm_probe(probe_features(gen_vectors, teacher_query_vectors), labels, train_idx, val_idx)
-        | {"features": "gen+teacher"},
+        "safety": fit_harm_probe(features, labels, probe_train, probe_val) | {"features": "gen+teacher"},
         "query_mix": fit_query_mix(gen_vectors, teacher_query_vectors, targets, val_idx),
     }
 

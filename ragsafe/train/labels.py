@@ -10,6 +10,8 @@ follows it:
 
 - a `harmful` query the backbone answered gets the backbone's own most frequent refusal as its answer;
 - a `benign` query the backbone refused is left out (its right answer is unknown; a refusal is wrong).
+  It stays a negative for the harm probe: it is the over-refusal look-alike the probe's threshold
+  must let through.
 
 Every other query (unlabeled pools, red-team openings, a user's own file) keeps the backbone's answer.
 The refusal flag is a keyword heuristic; both directions of its errors are harmless here: a missed

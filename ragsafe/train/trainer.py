@@ -23,7 +23,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,9 @@ class Examples:
     train_idx: list[int]
     val_idx: list[int]
     counts: dict[str, int]
+    # benign queries the backbone refused, left out of the targets (ragsafe/train/labels.py) but kept
+    # as harm-probe negatives
+    left_out: list[Query] = field(default_factory=list)
 
 
 def collect_queries(cfg: TrainConfig) -> tuple[list[Query], dict[str, int], dict[str, str]]:
@@ -101,8 +104,11 @@ def prepare_examples(
     keep = [i for i, r in enumerate(responses) if r.strip()]
     queries, responses = [queries[i] for i in keep], [responses[i] for i in keep]
     refused = [rows[i]["refused"] for i in keep]
+    left_out: list[Query] = []
     if cfg.label_targets:
         labelled = follow_labels([q.source for q in queries], responses, refused)
+        kept = set(labelled.keep)
+        left_out = [q for i, q in enumerate(queries) if i not in kept]
         queries = [queries[i] for i in labelled.keep]
         responses, refused = labelled.responses, labelled.refused
         counts.update(labelled.counts)
@@ -113,7 +119,8 @@ def prepare_examples(
     prefix = instructions.get("query")
     student = [f"{prefix} {q.text}" if prefix else q.text for q in queries]
     counts["empty responses dropped"] = len(rows) - len(keep)
-    ex = Examples(queries, responses, refused, targets, student, sorted(order[n_val:]), sorted(order[:n_val]), counts)
+    train_idx, val_idx = sorted(order[n_val:]), sorted(order[:n_val])
+    ex = Examples(queries, responses, refused, targets, student, train_idx, val_idx, counts, left_out)
     return ex, instructions
 
 
@@ -447,7 +454,8 @@ class Trainer:
             )
         teacher_q = self.teacher.embed([q.text for q in ex.queries])
         sources = [q.source for q in ex.queries]
-        return calibrate(e.cpu().numpy(), teacher_q, ex.targets, sources, ex.refused, ex.train_idx, ex.val_idx)
+        extra = left_out_vectors(self.encoder, self.teacher, ex, self.instructions.get("query"))
+        return calibrate(e.cpu().numpy(), teacher_q, ex.targets, sources, ex.refused, ex.train_idx, ex.val_idx, extra)
 
     # ---------------------------------------------------------------- all
     def run(self, resume: bool = False) -> Path:
@@ -496,6 +504,16 @@ class Trainer:
         return out
 
 
+def left_out_vectors(
+    encoder: GenEncoder, teacher: TeacherEmbedder, ex: Examples, instruction: str | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(gen, teacher) vectors of the queries left out of the targets, the harm probe's extra negatives."""
+    if not ex.left_out:
+        return None
+    texts = [q.text for q in ex.left_out]
+    return encoder.encode(texts, instruction, batch_size=32), teacher.embed(texts)
+
+
 def recalibrate(
     checkpoint: str | Path,
     run_dir: str | Path,
@@ -540,7 +558,9 @@ def recalibrate(
     instruction = (config.get("instructions") or {}).get("query")
     gen = encoder.encode([q.text for q in ex.queries], instruction, batch_size=32, show_progress=True)
     teacher_q = teacher.embed([q.text for q in ex.queries])
-    fitted = calibrate(gen, teacher_q, ex.targets, [q.source for q in ex.queries], ex.refused, ex.train_idx, ex.val_idx)
+    extra = left_out_vectors(encoder, teacher, ex, instruction)
+    sources = [q.source for q in ex.queries]
+    fitted = calibrate(gen, teacher_q, ex.targets, sources, ex.refused, ex.train_idx, ex.val_idx, extra)
     if fitted["safety"].get("direction") is None and (config.get("safety") or {}).get("refusal_centroid"):
         fitted["safety"] = config["safety"]  # one label class only: keep the older calibration rather than none
     config.update(fitted)
