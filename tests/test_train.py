@@ -259,3 +259,17 @@ def test_a_run_can_start_from_a_checkpoint(qwen_tiny, teacher, tmp_path):
     assert not [h for h in trainer.history if h["stage"] == 1]  # stage 1 skipped: the heads came with it
     for name, value in load_checkpoint(first, qwen_tiny).state_dict().items():
         assert torch.equal(value, load_checkpoint(second, qwen_tiny).state_dict()[name])
+
+
+def test_prefix_store_recomputes_when_the_queries_change(qwen_tiny, tmp_path):
+    from ragsafe.train.prefix_store import PrefixStore
+
+    enc = GenEncoder(qwen_tiny, GenConfig(out_dim=8))
+    first = [f"question number {i}" for i in range(6)]
+    second = ["a different question"] + first[1:]  # same count, the first chunk's content changed
+    PrefixStore(enc, first, tmp_path, chunk_size=4).build(show_progress=False)
+    reused = PrefixStore(enc, second, tmp_path, chunk_size=4).build(show_progress=False)
+    fresh = PrefixStore(enc, second, tmp_path / "fresh", chunk_size=4).build(show_progress=False)
+    for got, want in zip(reused.entries, fresh.entries, strict=True):
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want, strict=True))
+    assert len(list(tmp_path.glob("chunk_*.safetensors"))) == 3  # chunk 2 reused, chunk 1 cached twice

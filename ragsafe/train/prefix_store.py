@@ -7,10 +7,14 @@ over K positions (about 5x less compute for 40-token queries here). Memory: laye
 head_dim floats per token; about 1.2 MB per 50-token query for the 0.5B default backbone.
 
 Chunks are written to `folder` as they are computed, so an interrupted build resumes where it stopped.
+A chunk's file name carries a digest of its texts and the backbone, so a run folder reused with other
+queries (another filter, label rule or sample) recomputes them instead of reading stale states.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -36,8 +40,8 @@ class PrefixStore:
         with make_progress(transient=False) as progress:
             task = progress.add_task("caching prefixes", total=len(self.texts), info="", visible=show_progress)
             for start in chunks:
-                path = self.folder / f"chunk_{start:07d}.safetensors"
                 texts = self.texts[start : start + self.chunk_size]
+                path = self.folder / f"chunk_{start:07d}_{self._digest(texts)}.safetensors"
                 if path.is_file():
                     tensors = load_file(str(path))
                 else:
@@ -48,6 +52,10 @@ class PrefixStore:
                 self.entries.extend(_split(tensors, len(texts)))
                 progress.advance(task, len(texts))
         return self
+
+    def _digest(self, texts: list[str]) -> str:
+        payload = json.dumps([self.encoder.backbone.fingerprint, texts])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def _compute(self, texts: list[str]) -> dict[str, torch.Tensor]:
         batch = self.encoder.tokenize(texts)
