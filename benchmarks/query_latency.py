@@ -53,11 +53,15 @@ def write_architecture(backbone: Backbone, teacher_spec: str, out: Path) -> None
     )
 
 
-def random_backbone(arch: Path) -> Backbone:
+def random_backbone(arch: Path, seed: int = 1) -> Backbone:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(arch / "backbone")
-    model = AutoModelForCausalLM.from_config(config, dtype=default_dtype()).eval()
+    # its own seed: drawn from the global generator, the weights could repeat those of a model built
+    # right after the same global seed (the test suite's tiny backbone is seed 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=default_dtype()).eval()
     if torch.cuda.is_available():
         model = model.to("cuda")
     name = (arch / "backbone" / "name.txt").read_text().strip() + " (random weights)"
