@@ -21,7 +21,7 @@ def test_follow_labels_replaces_harmful_answers_and_drops_benign_refusals():
     responses = ["Step 1: buy", "I'm sorry, I can't help.", "Paris.", "I cannot do that.", "Sure", "No.", "Hi"]
     refused = [False, True, False, True, False, True, False]
     out = follow_labels(sources, responses, refused)
-    assert out.keep == [0, 1, 2, 4, 5, 6]  # the benign refusal (3) is left out
+    assert out.keep == [0, 1, 2, 4, 5, 6] and out.left_out == [3]  # the benign refusal is left out
     assert out.responses == ["I'm sorry, I can't help.", "I'm sorry, I can't help.", "Paris.", "Sure", "No.", "Hi"]
     assert out.refused == [True, True, False, False, True, False]  # red-team and unlabeled keep the backbone's
     assert out.counts == {"harmful answers replaced by a refusal": 1, "benign refusals left out": 1}

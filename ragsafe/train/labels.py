@@ -44,22 +44,25 @@ class LabelledTargets:
     keep: list[int]  # indices into the inputs, in order
     responses: list[str]  # aligned with keep
     refused: list[bool]  # aligned with keep
+    left_out: list[int]  # indices of the benign refusals
     counts: dict[str, int]
 
 
 def follow_labels(sources: Sequence[str], responses: Sequence[str], refused: Sequence[bool]) -> LabelledTargets:
     """Training answers made to agree with the labels (module docstring)."""
     refusal = most_common_refusal(responses, refused)
-    out = LabelledTargets([], [], [], {"harmful answers replaced by a refusal": 0, "benign refusals left out": 0})
+    out = LabelledTargets([], [], [], [], {})
+    replaced = 0
     for i, (source, response, did_refuse) in enumerate(zip(sources, responses, refused, strict=True)):
         label = label_of(source)
         if label == "benign" and did_refuse:
-            out.counts["benign refusals left out"] += 1
+            out.left_out.append(i)
             continue
         if label == "harmful" and not did_refuse:
             response, did_refuse = refusal, True
-            out.counts["harmful answers replaced by a refusal"] += 1
+            replaced += 1
         out.keep.append(i)
         out.responses.append(response)
         out.refused.append(did_refuse)
+    out.counts = {"harmful answers replaced by a refusal": replaced, "benign refusals left out": len(out.left_out)}
     return out

@@ -107,8 +107,7 @@ def prepare_examples(
     left_out: list[Query] = []
     if cfg.label_targets:
         labelled = follow_labels([q.source for q in queries], responses, refused)
-        kept = set(labelled.keep)
-        left_out = [q for i, q in enumerate(queries) if i not in kept]
+        left_out = [queries[i] for i in labelled.left_out]
         queries = [queries[i] for i in labelled.keep]
         responses, refused = labelled.responses, labelled.refused
         counts.update(labelled.counts)
