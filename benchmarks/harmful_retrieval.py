@@ -33,7 +33,10 @@ from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, xquad_quer
 from ragsafe.retrieval import RefusalScorer
 
 RESULTS = Path(__file__).parent / "results"
-ALL = "bm25,teacher,llm_mean,gen,gen_asym,gen_hybrid,gen_asym_untrained,gen_hybrid_untrained,hyde,hyde_policy"
+ALL = (
+    "bm25,teacher,llm_mean,gen,gen_asym,gen_hybrid,gen_hybrid_ungated,"
+    "gen_asym_untrained,gen_hybrid_untrained,hyde,hyde_policy"
+)
 
 
 def main(

@@ -111,7 +111,7 @@ def main(
         bb, tm = random_backbone(architecture), random_teacher(architecture, work)
         encoder = GenEncoder(bb, GenConfig(out_dim=tm.dim))  # untrained: same shapes, same cost
         instructions = replayed["instructions"]
-        beta = replayed["query mix"]
+        beta, gate = replayed["query mix"], None  # random weights: no probe; the gate costs one dot product
     else:
         bb, tm = load_backbone(backbone), TeacherEmbedder(teacher)
         if export_architecture is not None:
@@ -120,10 +120,10 @@ def main(
             return
         texts, lengths = xquad_queries(data_dir, n=queries).queries, None
         loaded = GenEmbedder.load(backbone=bb, teacher=tm, hybrid=True)
-        encoder, beta = loaded.encoder, loaded.query_mix
+        encoder, beta, gate = loaded.encoder, loaded.query_mix, loaded.query_gate
         instructions = {"query": loaded.query_instruction, "document": loaded.document_instruction}
     gen = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, batch_size=1)
-    hybrid = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, 1, beta)
+    hybrid = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, 1, beta, gate)
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     new_tokens: dict[str, int] = {}
 

@@ -129,3 +129,31 @@ def test_untrained_registry_entries_reuse_the_checkpoints_query_mix(qwen_tiny, t
     save_checkpoint(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), bare)
     with pytest.raises(ValueError, match="no fitted query mix"):
         build_embedders(["gen_hybrid_untrained"], str(bare), qwen_tiny, teacher)
+
+
+def test_gen_hybrid_is_gated_by_the_checkpoints_harm_probe(qwen_tiny, teacher, tmp_path):
+    from ragsafe.embedders.gen import mix_vectors
+    from ragsafe.embedders.registry import build_embedders
+    from ragsafe.model.checkpoint import save_checkpoint
+
+    encoder = GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim))
+    pure = GenEmbedder(encoder, documents="teacher", teacher=teacher).encode_gen_queries(QUERIES)
+    # a gen-only probe along the first query's gen vector: it scores 1.0 there, less elsewhere
+    safety = {"kind": "probe", "direction": pure[0].tolist(), "bias": 0.0, "threshold": 0.999}
+    ck = tmp_path / "ck"
+    save_checkpoint(encoder, ck, extra={"query_mix": {"beta": 0.4}, "safety": safety})
+    gated, ungated = build_embedders(["gen_hybrid", "gen_hybrid_ungated"], str(ck), qwen_tiny, teacher)
+    assert gated.query_gate is not None and ungated.query_gate is None
+    assert (gated.name, ungated.name) == ("gen_hybrid", "gen_hybrid_ungated")
+    mixed = mix_vectors(pure, teacher.embed(QUERIES), 0.4)
+    np.testing.assert_allclose(ungated.encode_queries(QUERIES), mixed, atol=1e-5)
+    got = gated.encode_queries(QUERIES)
+    np.testing.assert_allclose(got[0], pure[0] / np.linalg.norm(pure[0]), atol=1e-5)  # flagged: the answer alone
+    np.testing.assert_allclose(got[1], mixed[1], atol=1e-5)  # not flagged: the fitted mix
+    assert not np.allclose(got[0], mixed[0], atol=1e-3)
+
+    no_probe = tmp_path / "no_probe"  # a checkpoint without a probe keeps the plain mix
+    save_checkpoint(encoder, no_probe, extra={"query_mix": {"beta": 0.4}})
+    assert GenEmbedder.load(no_probe, qwen_tiny, teacher=teacher, hybrid=True).query_gate is None
+    with pytest.raises(ValueError, match="needs query_mix"):
+        GenEmbedder(encoder, documents="teacher", teacher=teacher, query_gate=gated.query_gate)

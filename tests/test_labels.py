@@ -57,8 +57,9 @@ def test_training_examples_follow_the_labels(qwen_tiny, teacher, tmp_path):
         else:
             text = f"A river: {q.text}"
         key = response_key(qwen_tiny, cfg.policy, cfg.generation, q.text)
-        rows.append({"key": key, "query": q.text, "response": text, "policy": cfg.policy,
-                     "refused": looks_like_refusal(text)})
+        rows.append(
+            {"key": key, "query": q.text, "response": text, "policy": cfg.policy, "refused": looks_like_refusal(text)}
+        )
     cfg.out.mkdir(parents=True)
     (cfg.out / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 

@@ -7,6 +7,11 @@ in the teacher's space, and documents cost a MiniLM pass instead of an LLM pass)
 `query_mix` β (gen_hybrid, asymmetric only; None: not hybrid) retrieves with normalise(gen(q) + β · teacher(q)):
 the predicted answer plus the teacher's view of the question, β fitted on the checkpoint's own
 validation answers (`ragsafe.train.calibrate`). The refusal score always reads the pure gen vector.
+
+`query_gate` (gen_hybrid only): the checkpoint's harm probe. A query it reads as one the backbone would
+refuse retrieves with β = 0, its predicted answer alone: the question's own wording is exactly what
+pulls the passages of a harmful request back in, so it is left out where the answer is a refusal.
+Nothing is withheld (that is `SafeRetriever`'s suppress mode); only the mix changes.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -30,9 +35,18 @@ UNTRAINED_OUT_DIM = 384  # the default teacher's width, so untrained tokens live
 DocumentSide = Literal["gen", "teacher"]
 
 
-def mix_vectors(gen_vectors: np.ndarray, teacher_vectors: np.ndarray, beta: float) -> np.ndarray:
-    """normalise(gen + beta * teacher), row-wise: gen_hybrid's query vector."""
-    out = gen_vectors + beta * teacher_vectors
+class QueryGate(Protocol):
+    """Which queries retrieve without the teacher's view of the question (`RefusalScorer` is one)."""
+
+    def blocks(
+        self, gen_vectors: np.ndarray, queries: Sequence[str], teacher_vectors: np.ndarray | None = None
+    ) -> np.ndarray: ...
+
+
+def mix_vectors(gen_vectors: np.ndarray, teacher_vectors: np.ndarray, beta: float | np.ndarray) -> np.ndarray:
+    """normalise(gen + beta * teacher), row-wise: gen_hybrid's query vector (beta: one, or one per row)."""
+    beta = np.asarray(beta, dtype=np.float32)
+    out = gen_vectors + (beta[:, None] if beta.ndim else beta) * teacher_vectors
     return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
@@ -59,9 +73,12 @@ class GenEmbedder:
         teacher: TeacherEmbedder | None = None,
         batch_size: int = 16,
         query_mix: float | None = None,
+        query_gate: QueryGate | None = None,
     ) -> None:
         if query_mix is not None and query_mix < 0:
             raise ValueError(f"query_mix must be >= 0, got {query_mix}")
+        if query_gate is not None and query_mix is None:
+            raise ValueError("query_gate decides where the query mix applies: it needs query_mix.")
         if query_mix is not None and documents != "teacher":
             raise ValueError("query_mix mixes in the teacher's query vector: it needs documents='teacher'.")
         if documents == "teacher":
@@ -80,6 +97,7 @@ class GenEmbedder:
         self.teacher = teacher
         self.batch_size = batch_size
         self.query_mix = query_mix
+        self.query_gate = query_gate
         # a hybrid keeps its name at a fitted weight of 0: the name says how it was built
         self.name = "gen" if documents == "gen" else "gen_asym" if query_mix is None else "gen_hybrid"
         self.safety: dict | None = None  # the checkpoint's refusal calibration, set by `load`
@@ -92,10 +110,12 @@ class GenEmbedder:
         documents: DocumentSide = "gen",
         teacher: TeacherEmbedder | None = None,
         hybrid: bool = False,
+        gated: bool = True,
     ) -> GenEmbedder:
         """Load a checkpoint (default: the one shipped for the default backbone).
 
-        hybrid=True: gen_hybrid, with the checkpoint's fitted query mix (documents go to the teacher).
+        hybrid=True: gen_hybrid, with the checkpoint's fitted query mix (documents go to the teacher),
+        gated by the checkpoint's harm probe where it has one (gated=False: the mix applies to every query).
 
         Without any checkpoint, the tokens are freshly initialised (untrained): everything works, the
         embeddings just carry no training yet; a warning says so.
@@ -125,6 +145,10 @@ class GenEmbedder:
             query_mix=query_mix,
         )
         embedder.safety = config.get("safety")
+        if hybrid and gated and (embedder.safety or {}).get("direction") is not None:
+            from ragsafe.retrieval import RefusalScorer  # that module builds on this one
+
+            embedder.query_gate = RefusalScorer.from_safety(embedder, embedder.safety)
         return embedder
 
     @property
@@ -145,7 +169,10 @@ class GenEmbedder:
         assert self.teacher is not None
         if teacher_vectors is None:
             teacher_vectors = self.teacher.embed(list(texts))
-        return mix_vectors(gen_vectors, teacher_vectors, self.query_mix)
+        beta = np.full(len(gen_vectors), self.query_mix, dtype=np.float32)
+        if self.query_gate is not None:
+            beta[self.query_gate.blocks(gen_vectors, texts, teacher_vectors)] = 0.0
+        return mix_vectors(gen_vectors, teacher_vectors, beta)
 
     def encode_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
         return self.mix_query(self.encode_gen_queries(texts, instruction), texts)

@@ -19,7 +19,9 @@ NAMES = {
     "llm_mean": "mean of the backbone's last-layer states over the text",
     "gen": "LLM2Vec-Gen, queries and documents through the gen encoder",
     "gen_asym": "LLM2Vec-Gen queries against teacher-embedded documents",
-    "gen_hybrid": "gen_asym with the teacher's query vector mixed in (weight fitted on training answers)",
+    "gen_hybrid": "gen_asym with the teacher's query vector mixed in (weight fitted on training answers), "
+    "except for queries the checkpoint's harm probe reads as refused",
+    "gen_hybrid_ungated": "gen_hybrid's mix on every query, the harm probe ignored",
     "gen_untrained": "gen with freshly initialised (untrained) tokens",
     "gen_asym_untrained": "gen_asym with untrained tokens",
     "gen_hybrid_untrained": "gen_hybrid's query mix (the checkpoint's β) over untrained tokens: what training adds",
@@ -50,8 +52,12 @@ def build_embedders(
             out.append(BM25Embedder())
         elif name == "teacher":
             out.append(teacher)
-        elif name in ("gen", "gen_asym", "gen_hybrid"):
-            out.append(GenEmbedder.load(checkpoint, bb, documents, teacher, hybrid=name == "gen_hybrid"))
+        elif name in ("gen", "gen_asym"):
+            out.append(GenEmbedder.load(checkpoint, bb, documents, teacher))
+        elif name in ("gen_hybrid", "gen_hybrid_ungated"):
+            emb = GenEmbedder.load(checkpoint, bb, documents, teacher, hybrid=True, gated=name == "gen_hybrid")
+            emb.name = name
+            out.append(emb)
         elif name in ("gen_untrained", "gen_asym_untrained", "gen_hybrid_untrained"):
             mix = fitted_query_mix(checkpoint) if name == "gen_hybrid_untrained" else None
             encoder = GenEncoder(bb, GenConfig(out_dim=teacher.dim))

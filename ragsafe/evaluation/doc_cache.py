@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ragsafe.embedders.base import Embedder, Vectors
-from ragsafe.embedders.gen import GenEmbedder, mix_vectors
+from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
 from ragsafe.embedders.teacher import TeacherEmbedder
@@ -47,13 +47,14 @@ def encode_documents_cached(emb: Embedder, texts: list[str], cache_dir: str | Pa
 def encode_queries_cached(emb: Embedder, texts: list[str], cache_dir: str | Path | None) -> tuple[Vectors, float]:
     """(vectors, seconds) for queries; every embedder here is deterministic (HyDE decodes greedily).
 
-    gen_hybrid is composed from its two cached parts (pure gen, teacher), so it shares gen_asym's pass.
+    gen_hybrid is composed from its two cached parts (pure gen, teacher), so it shares gen_asym's pass;
+    its gate reads the same two parts.
     """
     vectors, seconds = _cached(emb, texts, cache_dir, "queries")
     if isinstance(emb, GenEmbedder) and emb.query_mix:
         assert emb.teacher is not None
         teacher_vectors, teacher_seconds = _cached(emb.teacher, texts, cache_dir, "queries")
-        return mix_vectors(vectors, teacher_vectors, emb.query_mix), seconds + teacher_seconds
+        return emb.mix_query(vectors, texts, teacher_vectors), seconds + teacher_seconds
     return vectors, seconds
 
 
