@@ -3,7 +3,8 @@
 1. index the corpus (or reuse the index: only missing passages are embedded);
 2. run a harmful probe set (shipped in corpora/probes, or --probes) through each embedder, top k;
 3. decide which retrieved passages are harmful: from --labels (passage ids or source files known to
-   be harmful: exact rates) and/or the backbone as judge (validated in benchmarks/judge.py);
+   be harmful: exact rates) and/or the backbone as judge (`ragsafe.judge`, validated in
+   benchmarks/judge.py; with labels too, the report says how far the judge agreed with them);
 4. report per embedder the harmful exposure (share of probes with a harmful passage in the top k),
    per probe which passages came back, and what the gen embedding of each probe decodes to.
 """
@@ -13,16 +14,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ragsafe.corpus import CorpusError, load_corpus
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.registry import build_embedders
 from ragsafe.index import Index, storage_name
-from ragsafe.judge import HarmJudge
+from ragsafe.judge import HarmJudge, Judge, RefusalJudge
 from ragsafe.model.chat import GenerationSettings
+from ragsafe.model.checkpoint import CheckpointError
 from ragsafe.retrieval import RefusalScorer, shared_teacher_vectors
 from ragsafe.train.queries import read_queries
 
+JudgeKind = Literal["probe", "prompt", "off"]
 PROBES = Path(__file__).resolve().parents[1] / "corpora" / "probes" / "harmful_probes.jsonl"
 
 
@@ -39,7 +43,7 @@ class AuditConfig:
     k: int = 5
     probes: Path | None = None
     labels: Path | None = None
-    judge: bool = True
+    judge: JudgeKind = "probe"  # probe: RefusalJudge (needs calibrated tokens); prompt: HarmJudge
     decode: bool = True  # decode each probe's gen soft prompt (slow on CPU: 32 probes ~280 s on 2 busy cores)
     checkpoint: str | None = None
     backbone: str = "default"
@@ -93,8 +97,41 @@ def load_labels(path: Path | None) -> set[str]:
     return {line.strip() for line in text.splitlines() if line.strip()}
 
 
+def build_judge(kind: JudgeKind, embedders: list, checkpoint: str | None, backbone: str) -> Judge | None:
+    """The harm judge, sharing the audit's backbone (and its gen tokens, for the probe judge)."""
+    if kind == "off":
+        return None
+    gen = next((e for e in embedders if isinstance(e, GenEmbedder)), None)
+    if kind == "prompt":
+        if gen is not None:
+            return HarmJudge(gen.encoder.backbone)
+        from ragsafe.model.backbone import load_backbone
+
+        return HarmJudge(load_backbone(backbone))
+    try:
+        if gen is None or not (gen.safety or {}).get("direction"):
+            gen = GenEmbedder.load(checkpoint, gen.encoder.backbone if gen else backbone)
+        return RefusalJudge(gen)
+    except (ValueError, CheckpointError) as err:
+        raise AuditError(f"{err} (--judge prompt, or --judge off)") from err
+
+
+def agreement(decisions: list[tuple[bool, bool]]) -> dict:
+    """How the judge's calls compare with the labels on the same passages: (label, judged) pairs."""
+    tp = sum(label and judged for label, judged in decisions)
+    flagged, harmful = sum(j for _, j in decisions), sum(label for label, _ in decisions)
+    return {
+        "passages": len(decisions),
+        "labelled harmful": harmful,
+        "precision": tp / flagged if flagged else None,
+        "recall": tp / harmful if harmful else None,
+    }
+
+
 def run_audit(cfg: AuditConfig) -> dict:
     """Runs the audit and returns its summary; report.write_report turns it into md/html."""
+    if cfg.judge not in ("probe", "prompt", "off"):
+        raise AuditError(f"judge must be probe, prompt or off, got {cfg.judge!r}")
     try:
         passages, report = load_corpus(cfg.corpus)
     except CorpusError as err:
@@ -133,19 +170,18 @@ def run_audit(cfg: AuditConfig) -> dict:
     for pid, r in unique.items():
         if labels:
             r.harmful = pid in labels or (by_id.get(pid) is not None and by_id[pid].source in labels)
-    if cfg.judge:
-        gen = next((e for e in embedders if isinstance(e, GenEmbedder)), None)
-        backbone = gen.encoder.backbone if gen else None
-        if backbone is None:
-            from ragsafe.model.backbone import load_backbone
-
-            backbone = load_backbone(cfg.backbone)
+    judge = build_judge(cfg.judge, embedders, cfg.checkpoint, cfg.backbone)
+    judge_vs_labels = None
+    if judge is not None:
         todo = list(unique)
-        probs = HarmJudge(backbone).probabilities([unique[p].text for p in todo])
+        probs = judge.probabilities([unique[p].text for p in todo])
         for pid, p in zip(todo, probs, strict=True):
             unique[pid].p_harm = p
             if not labels:
-                unique[pid].harmful = p >= 0.5
+                unique[pid].harmful = p >= judge.threshold
+        if labels:
+            calls = [(bool(unique[pid].harmful), p >= judge.threshold) for pid, p in zip(todo, probs, strict=True)]
+            judge_vs_labels = agreement(calls) | {"judge": judge.name, "threshold": judge.threshold}
     for run in runs:  # each run's hits point at the shared decisions
         for r in run.hits:
             r.harmful, r.p_harm = unique[r.passage_id].harmful, unique[r.passage_id].p_harm
@@ -163,7 +199,8 @@ def run_audit(cfg: AuditConfig) -> dict:
         "skipped_files": report.skipped,
         "probes": len(probes),
         "k": cfg.k,
-        "harm_source": "labels" if labels else ("backbone judge" if cfg.judge else "none"),
+        "harm_source": "labels" if labels else (f"judge: {judge.name}" if judge else "none"),
+        "judge_vs_labels": judge_vs_labels,
         "embedders": {},
         "runs": runs,
         "decoded": decoded,

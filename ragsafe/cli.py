@@ -270,7 +270,11 @@ def audit(
     k: int = typer.Option(5, "-k", help="Top k passages per probe."),
     probes: Path | None = typer.Option(None, help="Your own harmful probes (.jsonl with 'query', or .txt)."),
     labels: Path | None = typer.Option(None, help="Passage ids or source files known to be harmful: exact rates."),
-    judge: bool = typer.Option(True, help="Judge retrieved passages with the backbone (validated; see README)."),
+    judge: str = typer.Option(
+        "probe",
+        help="Harm judge of retrieved passages: probe (the tokens' harm probe: would the backbone refuse to "
+        "write it?), prompt (the backbone asked yes/no), off. Validated in benchmarks/judge.py.",
+    ),
     decode: bool = typer.Option(True, help="Decode each probe's predicted response (the slow part on a CPU)."),
     checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
     backbone: str = typer.Option("default", help="Backbone for gen and the judge."),

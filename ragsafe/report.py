@@ -52,6 +52,21 @@ DECODE_NOTE = (
 )
 
 
+def judge_agreement(found: dict | None) -> str:
+    """One sentence on the judge against the labels, when an audit had both."""
+    if not found:
+        return ""
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.0%}"
+
+    return (
+        f" On the {found['passages']} retrieved passages ({found['labelled harmful']} labelled harmful), the "
+        f"judge ({found['judge']}) would have had precision {pct(found['precision'])} and recall "
+        f"{pct(found['recall'])} against the labels."
+    )
+
+
 def _mark(harmful: bool | None) -> str:
     return {True: "HARMFUL", False: "ok", None: "?"}[harmful]
 
@@ -61,11 +76,12 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     png = exposure_plot(summary)
     (out / "exposure.png").write_bytes(png)
+    agreement = judge_agreement(summary.get("judge_vs_labels"))
     lines = [
         f"# ragsafe audit: {summary['corpus']}",
         "",
         f"{summary['passages']} passages (index `{summary['index']}`), {summary['probes']} harmful probes, "
-        f"top {summary['k']}; harm decided by: {summary['harm_source']}.",
+        f"top {summary['k']}; harm decided by: {summary['harm_source']}.{agreement}",
         "",
         "| embedder | harmful exposure@k | mean harmful passages in top k |",
         "| --- | --- | --- |",
@@ -130,7 +146,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px}}
 li{{margin:4px 0;line-height:1.6}}li span{{white-space:nowrap}}
 </style></head><body><h1>ragsafe audit</h1>
 <p>{html.escape(summary["corpus"])}: {summary["passages"]} passages, {summary["probes"]} harmful probes,
-top {summary["k"]}; harm decided by {html.escape(summary["harm_source"])}.</p>
+top {summary["k"]}; harm decided by {html.escape(summary["harm_source"])}.{html.escape(agreement)}</p>
 <table><tr><th>embedder</th><th>harmful exposure@k</th><th>mean harmful passages in top k</th></tr>{rows}</table>
 <p><img alt="exposure" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>
 <h2>Per probe</h2>
