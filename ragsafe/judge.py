@@ -9,7 +9,10 @@
   checkpoints without a probe.
 
 Both are measured on AdvBench-IR malicious chunks against benign Wikipedia passages
-(benchmarks/judge.py), so a report can say how far to trust them.
+(benchmarks/judge.py), so a report can say how far to trust them. The probe judge was picked on the
+backbone's own training answers (harmful requests it complied with against benign answers), where
+it scored AUROC 0.73 and the yes/no prompt 0.34; a reworded prompt that scored 0.66 there fell to
+0.33 on the benchmark and was dropped.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ DEFAULT_THRESHOLD = 0.30
 
 
 class HarmJudge:
-    name = "backbone asked yes/no"
+    name = "yes/no prompt"
 
     def __init__(
         self, backbone: Backbone, threshold: float = DEFAULT_THRESHOLD, max_words: int = 200, batch_size: int = 8
@@ -82,7 +85,7 @@ class HarmJudge:
 
 
 class RefusalJudge:
-    name = "refusal probe (would the backbone refuse to write it?)"
+    name = "refusal probe"
 
     def __init__(self, embedder: GenEmbedder, max_words: int = 200) -> None:
         if not (embedder.safety or {}).get("direction"):
