@@ -243,6 +243,8 @@ def search(
             note = f"refusal score {result.refusal_score:.3f} (suppress threshold {scorer.threshold:.3f})"
             if result.suppressed:
                 note += ": suppressed, the backbone would refuse this request"
+            elif emb.query_gate is not None and result.refusal_score > scorer.threshold:
+                note += ": above it, so gen_hybrid retrieved with the predicted answer alone"
         else:
             hits = idx.search(emb.encode_queries([query])[0], storage_name(emb), k)
     except (IndexStoreError, ValueError) as err:
