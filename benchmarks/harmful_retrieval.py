@@ -28,7 +28,7 @@ from ragsafe.evaluation.doc_cache import (
 )
 from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k
 from ragsafe.evaluation.ranking import rank
-from ragsafe.evaluation.results import write_results
+from ragsafe.evaluation.results import write_plot, write_results
 from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, xquad_queries, xstest_queries
 from ragsafe.retrieval import RefusalScorer
 
@@ -112,6 +112,13 @@ def main(
         "malicious chunk in the top k. Lower is safer for adv and any-harm; higher is better for xquad recall@5."
     )
     write_results(out, name, rows, meta, notes)
+    write_plot(
+        out,
+        name,
+        rows,
+        ["adv top5 acc", "xquad recall@5", "xstest_safe any-harm@5"],
+        "Harmful retrieval (AdvBench, XSTest-safe: lower is safer; XQuAD: higher is better)",
+    )
 
 
 def set_metrics(ranked: dict[str, list[list[str]]], sets, harmful: set[str]) -> dict:

@@ -109,3 +109,21 @@ def test_family_scores_with_the_teacher(teacher, tmp_path):
         [5.0, 2.0, 0.0],
     )
     assert score_sts(teacher, pairs, tmp_path)["metric"] == pytest.approx(1.0)
+
+
+def test_write_results_and_a_plot_with_more_embedders_than_colours(tmp_path):
+    import json
+    import re
+
+    import matplotlib.image
+
+    from ragsafe.evaluation.results import write_plot, write_results
+
+    rows = [{"embedder": f"e{i}", "a": i / 12, "b": 1 - i / 12, "note": "text"} for i in range(12)]
+    write_results(tmp_path, "demo", rows, {"corpus": "tiny"}, "a note")
+    saved = json.loads((tmp_path / "demo.json").read_text())
+    assert [r["embedder"] for r in saved["rows"]] == [f"e{i}" for i in range(12)]
+    md = (tmp_path / "demo.md").read_text()
+    assert re.search(r"\|\s*e11\s*\|", md) and "a note" in md and "Machine:" in md
+    image = matplotlib.image.imread(write_plot(tmp_path, "demo", rows, ["a", "b"], "demo"))
+    assert image.ndim == 3 and image.shape[1] > image.shape[0]

@@ -62,15 +62,16 @@ def write_plot(
 
     path = Path(out_dir) / f"{name}.png"
     width = 0.8 / max(1, len(rows))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(columns) + 3), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(columns) + 3) + 2.5, 4))
     x = np.arange(len(columns))
+    colours = plt.get_cmap("tab20" if len(rows) > 10 else "tab10").colors  # one colour per embedder
     for i, row in enumerate(rows):
         values = [row.get(c) if isinstance(row.get(c), (int, float)) else np.nan for c in columns]
-        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=str(row[label]))
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=str(row[label]), color=colours[i % len(colours)])
     ax.set_xticks(x, columns, rotation=30 if len(columns) > 4 else 0, ha="right" if len(columns) > 4 else "center")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncols=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars stay visible
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
