@@ -24,7 +24,7 @@ from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.evaluation.doc_cache import embedder_identity
 from ragsafe.evaluation.results import write_results
 from ragsafe.evaluation.tasks import safety_corpus
-from ragsafe.judge import QUESTION, HarmJudge, RefusalJudge
+from ragsafe.judge import QUESTION, HarmJudge, Judge, RefusalJudge
 from ragsafe.model.backbone import load_backbone
 from ragsafe.retrieval import calibrate_threshold
 
@@ -41,7 +41,7 @@ def rates(p_harm: np.ndarray, harmful: np.ndarray, threshold: float) -> dict:
     }
 
 
-def judge_probabilities(judge, identity: str, texts: list[str]) -> np.ndarray:
+def judge_probabilities(judge: Judge, identity: str, texts: list[str]) -> np.ndarray:
     """A judge's probabilities for the texts, cached by (identity, texts): a rerun is free."""
     key = hashlib.sha256(f"{identity}|".encode() + "\x00".join(texts).encode())
     cache = RESULTS / ".cache" / f"judge-{key.hexdigest()[:20]}.json"
