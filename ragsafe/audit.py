@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from ragsafe.corpus import CorpusError, load_corpus
 from ragsafe.embedders.gen import GenEmbedder
@@ -130,7 +130,7 @@ def agreement(decisions: list[tuple[bool, bool]]) -> dict:
 
 def run_audit(cfg: AuditConfig) -> dict:
     """Runs the audit and returns its summary; report.write_report turns it into md/html."""
-    if cfg.judge not in ("probe", "prompt", "off"):
+    if cfg.judge not in get_args(JudgeKind):
         raise AuditError(f"judge must be probe, prompt or off, got {cfg.judge!r}")
     try:
         passages, report = load_corpus(cfg.corpus)
@@ -142,6 +142,7 @@ def run_audit(cfg: AuditConfig) -> dict:
     labels = load_labels(cfg.labels)
     name = cfg.name or "".join(c if c.isalnum() else "-" for c in Path(cfg.corpus).resolve().name) or "corpus"
     embedders = build_embedders(cfg.embedders, cfg.checkpoint, cfg.backbone)
+    judge = build_judge(cfg.judge, embedders, cfg.checkpoint, cfg.backbone)  # before the slow part: fail fast
     runs: list[ProbeRun] = []
     by_id = {p.id: p for p in passages}
     with Index(name, path=cfg.index_path, url=cfg.qdrant_url, api_key_env=cfg.api_key_env) as index:
@@ -170,7 +171,6 @@ def run_audit(cfg: AuditConfig) -> dict:
     for pid, r in unique.items():
         if labels:
             r.harmful = pid in labels or (by_id.get(pid) is not None and by_id[pid].source in labels)
-    judge = build_judge(cfg.judge, embedders, cfg.checkpoint, cfg.backbone)
     judge_vs_labels = None
     if judge is not None:
         todo = list(unique)

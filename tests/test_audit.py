@@ -174,5 +174,6 @@ def test_refusal_judge_reads_the_probe_and_the_audit_checks_it_against_labels(tm
     save_checkpoint(encoder, tmp_path / "bare")  # tokens without a probe: the probe judge cannot run
     with pytest.raises(AuditError, match="no harm probe"):
         run_audit(AuditConfig(**base, checkpoint=str(tmp_path / "bare"), backbone=tiny_dir, index_path=tmp_path / "q2"))
+    assert not (tmp_path / "q2").exists()  # it failed before indexing anything
     with pytest.raises(AuditError, match="judge must be"):
         run_audit(AuditConfig(**base, judge="maybe", index_path=tmp_path / "q3"))
