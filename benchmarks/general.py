@@ -14,6 +14,7 @@ vector / seconds per sentence) run on the retrieval tasks only.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,22 @@ import torch
 import typer
 
 from ragsafe.datadir import data_file
+from ragsafe.embedders.base import Embedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.registry import build_embedders
 from ragsafe.evaluation.family import query_instruction, score_classification, score_retrieval, score_sts
 from ragsafe.evaluation.results import write_plot, write_results
-from ragsafe.evaluation.tasks import STS_TASKS, arguana, banking77, med, nfcorpus, sts
+from ragsafe.evaluation.tasks import (
+    STS_TASKS,
+    ClassificationTask,
+    PairTask,
+    RetrievalTask,
+    arguana,
+    banking77,
+    med,
+    nfcorpus,
+    sts,
+)
 
 RESULTS = Path(__file__).parent / "results"
 ALL = "bm25,teacher,llm_mean,gen,gen_asym,gen_hybrid,hyde"
@@ -38,6 +50,46 @@ def task_instructions(data_dir: str | None) -> dict[str, str]:
     table = json.loads(data_file(data_dir, "llm2vec_gen_task_instructions/generative.json").read_text())
     names = [*RETRIEVAL, *STS_TASKS, "Banking77"]
     return {n: table[INSTRUCTION_KEYS.get(n, n)] for n in names if INSTRUCTION_KEYS.get(n, n) in table}
+
+
+@dataclass
+class GeneralTasks:
+    """The family's subsampled tasks; every embedder is scored on the same ones."""
+
+    retrieval: dict[str, RetrievalTask]
+    sts: dict[str, PairTask]
+    classification: ClassificationTask
+
+    @classmethod
+    def load(
+        cls, data_dir: str | None, queries: int, corpus: int, doc_words: int, pairs: int, per_class: int, test: int
+    ) -> GeneralTasks:
+        return cls(
+            {n: load(data_dir, doc_words).subsample(queries, corpus) for n, load in RETRIEVAL.items()},
+            {n: sts(data_dir, n).subsample(pairs) for n in STS_TASKS},
+            banking77(data_dir, per_class, test),
+        )
+
+    def score(self, emb: Embedder, instructions: dict[str, str], cache: Path, slow_n: int) -> tuple[dict, list[dict]]:
+        """(the embedder's row: one metric per task it runs, the per-task details)."""
+        row: dict = {"embedder": emb.name}
+        details = []
+        # gen_asym's symmetric tasks reuse gen's cached query vectors: both sides are queries there
+        symmetric = not (emb.sparse or isinstance(emb, HyDEEmbedder))
+        jobs = [
+            (n, lambda e, t=t: score_retrieval(e, t, cache, slow_n if isinstance(e, HyDEEmbedder) else None))
+            for n, t in self.retrieval.items()
+        ]
+        if symmetric:
+            jobs += [(n, lambda e, t=t: score_sts(e, t, cache)) for n, t in self.sts.items()]
+            jobs.append(("Banking77", lambda e: score_classification(e, self.classification, cache)))
+        for name, job in jobs:
+            with query_instruction(emb, instructions.get(name)):
+                scored = job(emb)
+            row[name] = scored["metric"]
+            details.append({"embedder": emb.name, "task": name, **scored})
+            typer.echo(details[-1])
+        return row, details
 
 
 def main(
@@ -58,28 +110,13 @@ def main(
     torch.set_num_threads(threads)
     cache = out / ".cache"
     instructions = task_instructions(data_dir) if task_instructions_on else {}
-    retrieval = {n: load(data_dir, doc_words).subsample(queries, corpus) for n, load in RETRIEVAL.items()}
-    sts_tasks = {n: sts(data_dir, n).subsample(pairs) for n in STS_TASKS}
-    classification = banking77(data_dir, per_class, test)
+    family = GeneralTasks.load(data_dir, queries, corpus, doc_words, pairs, per_class, test)
+    retrieval, sts_tasks, classification = family.retrieval, family.sts, family.classification
     rows, details = [], []
     for emb in build_embedders(embedders.split(","), checkpoint):
-        row: dict = {"embedder": emb.name}
-        # gen_asym's symmetric tasks reuse gen's cached query vectors: both sides are queries there
-        symmetric = not (emb.sparse or isinstance(emb, HyDEEmbedder))
-        jobs = [
-            (n, lambda e, t=t: score_retrieval(e, t, cache, slow_n if isinstance(e, HyDEEmbedder) else None))
-            for n, t in retrieval.items()
-        ]
-        if symmetric:
-            jobs += [(n, lambda e, t=t: score_sts(e, t, cache)) for n, t in sts_tasks.items()]
-            jobs.append(("Banking77", lambda e: score_classification(e, classification, cache)))
-        for name, job in jobs:
-            with query_instruction(emb, instructions.get(name)):
-                scored = job(emb)
-            row[name] = scored["metric"]
-            details.append({"embedder": emb.name, "task": name, **scored})
-            typer.echo(details[-1])
+        row, scored = family.score(emb, instructions, cache, slow_n)
         rows.append(row)
+        details.extend(scored)
     tasks = [*RETRIEVAL, *STS_TASKS, "Banking77"]
     teacher = next((r for r in rows if r["embedder"] == "teacher"), None)
     for row in rows:

@@ -9,6 +9,9 @@ Corpus: AdvBench-IR malicious chunks + WikiText-2 passages + XQuAD paragraphs (o
   returning nothing, as `SafeRetriever(mode="suppress")` does, and the share suppressed per set
 
     python benchmarks/harmful_retrieval.py [--embedders teacher,bm25,gen_asym,...] [--checkpoint DIR]
+
+HyDE decodes greedily up to --hyde-max-new-tokens (48: about what the tokens were trained to predict);
+on a CPU it runs on the first --slow-n queries of each set, on a GPU it can run on all (--slow-n 0).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import typer
 
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.registry import build_embedders
+from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.evaluation.doc_cache import (
     embedder_identity,
     encode_documents_cached,
@@ -30,6 +34,7 @@ from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k
 from ragsafe.evaluation.ranking import rank
 from ragsafe.evaluation.results import write_plot, write_results
 from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, xquad_queries, xstest_queries
+from ragsafe.model.chat import GenerationSettings
 from ragsafe.retrieval import RefusalScorer
 
 RESULTS = Path(__file__).parent / "results"
@@ -43,22 +48,31 @@ def main(
     embedders: str = ALL,
     checkpoint: str | None = None,
     backbone: str = "default",
+    teacher: str = "minilm",
     data_dir: str | None = None,
     advbench_n: int | None = None,
     xquad_n: int = 200,
     slow_n: int = 64,
+    hyde_max_new_tokens: int = 48,
+    hyde_batch_size: int = 16,
     threads: int = 2,
     out: Path = RESULTS,
     name: str = "harmful_retrieval",
 ) -> None:
-    """slow_n: query cap for generation-based embedders (HyDE), which take seconds per query."""
+    """slow_n: query cap for generation-based embedders (HyDE), which take seconds per query; 0: all."""
     torch.set_num_threads(threads)
     corpus = safety_corpus(data_dir)
     sets = [advbench_queries(data_dir, advbench_n), xquad_queries(data_dir, xquad_n), xstest_queries(data_dir)]
     doc_vectors: dict[str, object] = {}
     doc_ms: dict[str, float] = {}
     rows = []
-    for emb in build_embedders(embedders.split(","), checkpoint, backbone):
+    sizes: dict[str, dict[str, int]] = {}  # per row: how many queries of each set it ran
+    teacher_ranked: dict[str, list[list[str]]] | None = None
+    hyde_settings = GenerationSettings(max_new_tokens=hyde_max_new_tokens)
+    built = build_embedders(embedders.split(","), checkpoint, backbone, TeacherEmbedder(teacher), hyde_settings)
+    for emb in built:
+        if isinstance(emb, HyDEEmbedder):
+            emb.batch_size = hyde_batch_size
         side = embedder_identity(emb)
         if side not in doc_vectors:
             doc_vectors[side], seconds = encode_documents_cached(emb, corpus.texts, out / ".cache")
@@ -68,12 +82,15 @@ def main(
         ranked: dict[str, list[list[str]]] = {}
         vectors = {}
         for qs in sets:
-            n = slow_n if isinstance(emb, HyDEEmbedder) else len(qs.queries)
+            n = slow_n if isinstance(emb, HyDEEmbedder) and slow_n > 0 else len(qs.queries)
             vectors[qs.name], seconds = encode_queries_cached(emb, qs.queries[:n], out / ".cache")
             query_time += seconds
             query_count += n
             ranked[qs.name] = rank(vectors[qs.name], doc_vectors[side], corpus.ids, 20)
         row.update(set_metrics(ranked, sets, corpus.harmful))
+        sizes[emb.name] = sizes[f"{emb.name} + suppress"] = {k: len(v) for k, v in ranked.items()}
+        if emb.name == "teacher":
+            teacher_ranked = ranked
         row["ms/query"] = 1000 * query_time / max(1, query_count)  # batched; batch-1 latency: encode_speed
         rows.append(row)
         typer.echo({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
@@ -94,22 +111,26 @@ def main(
                 suppress_row[f"{set_name} suppressed"] = float(b.mean())
             rows.append(suppress_row)
             typer.echo({k: (round(v, 3) if isinstance(v, float) else v) for k, v in suppress_row.items()})
-    teacher_row = next((r for r in rows if r["embedder"] == "teacher"), None)
-    if teacher_row:
+    if teacher_ranked is not None:
+        # against the teacher on the same queries: HyDE may run on the first --slow-n of each set only
         for r in rows:
-            r["adv top5 vs teacher"] = r["adv top5 acc"] / max(1e-9, teacher_row["adv top5 acc"]) - 1
-            r["xquad r@5 vs teacher"] = r["xquad recall@5"] / max(1e-9, teacher_row["xquad recall@5"]) - 1
+            n = sizes[r["embedder"]]
+            same = set_metrics({k: v[: n[k]] for k, v in teacher_ranked.items()}, sets, corpus.harmful)
+            r["adv top5 vs teacher"] = r["adv top5 acc"] / max(1e-9, same["adv top5 acc"]) - 1
+            r["xquad r@5 vs teacher"] = r["xquad recall@5"] / max(1e-9, same["xquad recall@5"]) - 1
     meta = {
         "corpus": f"{len(corpus.ids)} passages ({len(corpus.harmful)} AdvBench-IR malicious chunks, "
         "WikiText-2 passages, XQuAD paragraphs)",
         "query sets": ", ".join(f"{s.name} ({len(s.queries)})" for s in sets),
-        "generation-based embedders": f"first {slow_n} queries of each set",
+        "generation-based embedders": f"first {slow_n} queries of each set" if slow_n > 0 else "all queries",
+        "hyde generation": f"greedy, at most {hyde_max_new_tokens} new tokens",
         "checkpoint": checkpoint or "shipped default",
         "scoring": "cosine (L2-normalised vectors); BM25 score for bm25",
     }
     notes = (
         "adv = AdvBench-IR goals; top-k acc = a query's own malicious chunk in its top k; any-harm@k = any "
-        "malicious chunk in the top k. Lower is safer for adv and any-harm; higher is better for xquad recall@5."
+        "malicious chunk in the top k. Lower is safer for adv and any-harm; higher is better for xquad recall@5. "
+        "'vs teacher' compares with the teacher on the same queries (a HyDE row may cover fewer)."
     )
     write_results(out, name, rows, meta, notes)
     write_plot(

@@ -1,7 +1,10 @@
 """Query latency at batch 1: gen, gen_hybrid and HyDE on this machine's device (CPU or CUDA).
 
 gen reads the predicted answer off one forward pass; HyDE writes the answer token by token and then
-embeds it. How far apart they are depends on the hardware, so this runs wherever torch finds a device:
+embeds it, so its cost grows with the answer's length. It runs at each cap in --hyde-caps: 48 new
+tokens, what harmful_retrieval's HyDE writes by default, and 512, room for the backbone's whole answer
+(the cap used for training answers in the paper is 500). How far apart they are also depends on the
+hardware, so this runs wherever torch finds a device:
 
     python benchmarks/query_latency.py                 # installed weights -> results/query_latency_<device>.*
     python benchmarks/query_latency.py --export-architecture arch/     # configs + tokenizers, no weights
@@ -94,7 +97,7 @@ def main(
     teacher: str = "minilm",
     data_dir: str | None = None,
     queries: int = 20,
-    max_new_tokens: int = 64,
+    hyde_caps: str = "48,512",
     threads: int = 2,
     architecture: Path | None = None,
     replay: Path | None = None,
@@ -107,7 +110,7 @@ def main(
         if replay is None:
             raise typer.BadParameter("--architecture needs --replay: random weights cannot say how long answers are")
         replayed = json.loads(replay.read_text())["meta"]
-        texts, lengths = replayed["queries"], replayed["hyde new tokens"]
+        texts, replayed_lengths = replayed["queries"], replayed["hyde new tokens"]
         bb, tm = random_backbone(architecture), random_teacher(architecture, work)
         encoder = GenEncoder(bb, GenConfig(out_dim=tm.dim))  # untrained: same shapes, same cost
         instructions = replayed["instructions"]
@@ -118,49 +121,53 @@ def main(
             write_architecture(bb, teacher, export_architecture)
             typer.echo(f"architecture written to {export_architecture}")
             return
-        texts, lengths = xquad_queries(data_dir, n=queries).queries, None
+        texts, replayed_lengths = xquad_queries(data_dir, n=queries).queries, None
         loaded = GenEmbedder.load(backbone=bb, teacher=tm, hybrid=True)
         encoder, beta, gate = loaded.encoder, loaded.query_mix, loaded.query_gate
         instructions = {"query": loaded.query_instruction, "document": loaded.document_instruction}
     gen = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, batch_size=1)
     hybrid = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, 1, beta, gate)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens)
-    new_tokens: dict[str, int] = {}
+    caps = [int(c) for c in hyde_caps.split(",")]
+    new_tokens: dict[str, dict[str, int]] = {f"hyde≤{cap}": {} for cap in caps}
 
-    def hyde(query: str):
-        forced = {}
-        if lengths is not None:
-            n = lengths[texts.index(query)]
-            forced = {"min_new_tokens": n, "max_new_tokens": n}
-        ids = chat_generate_ids(bb, [query], None, settings, **forced)
-        new_tokens[query] = int(ids.shape[1])
-        answer = bb.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
-        return tm.embed([answer])
+    def hyde(cap: int):
+        label, settings = f"hyde≤{cap}", GenerationSettings(max_new_tokens=cap)
+
+        def run(query: str):
+            forced = {}
+            if replayed_lengths is not None:
+                n = replayed_lengths[label][texts.index(query)]
+                forced = {"min_new_tokens": n, "max_new_tokens": n}
+            ids = chat_generate_ids(bb, [query], None, settings, **forced)
+            new_tokens[label][query] = int(ids.shape[1])
+            answer = bb.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+            return tm.embed([answer])
+
+        return run
 
     runs = {
         "teacher": lambda q: tm.embed([q]),
         "gen": lambda q: gen.encode_queries([q]),
         "gen_hybrid": lambda q: hybrid.encode_queries([q]),
-        "hyde": hyde,
+        **{f"hyde≤{cap}": hyde(cap) for cap in caps},
     }
     rows = []
     timings = {}
     for name, fn in runs.items():
         timings[name] = times = timed(fn, texts)
         typer.echo(f"{name}: p50 {1000 * statistics.median(times):.1f} ms")
-    hyde_p50 = statistics.median(timings["hyde"])
     for name, times in timings.items():
-        rows.append(
-            {
-                "embedder": name,
-                "p50 ms": 1000 * statistics.median(times),
-                "p95 ms": 1000 * statistics.quantiles(times, n=20)[-1],
-                "mean ms": 1000 * statistics.mean(times),
-                "HyDE p50 / p50": hyde_p50 / statistics.median(times),
-            }
-        )
+        row = {
+            "embedder": name,
+            "p50 ms": 1000 * statistics.median(times),
+            "p95 ms": 1000 * statistics.quantiles(times, n=20)[-1],
+            "mean ms": 1000 * statistics.mean(times),
+        }
+        for label in new_tokens:
+            row[f"{label} p50 / p50"] = statistics.median(timings[label]) / statistics.median(times)
+        rows.append(row)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    generated = [new_tokens[q] for q in texts]
+    generated = {label: [per_query[q] for q in texts] for label, per_query in new_tokens.items()}
     meta = {
         "device": device,
         "weights": "random (architecture only; HyDE lengths replayed)" if architecture else "installed",
@@ -168,22 +175,21 @@ def main(
         "backbone dtype": str(bb.dtype),
         "queries": texts,
         "hyde new tokens": generated,
-        "hyde new tokens, mean": statistics.mean(generated),
-        "hyde max new tokens": max_new_tokens,
+        "hyde new tokens, mean": {label: statistics.mean(n) for label, n in generated.items()},
         "instructions": instructions,
         "query mix": beta,
         "threads": threads if device == "cpu" else None,
     }
     notes = (
         "Batch 1, one query at a time after 2 warm-up queries. gen: one forward pass over instruction + query + "
-        "10 tokens; gen_hybrid: that plus the teacher on the query; HyDE: the backbone's greedy answer (no system "
-        "prompt) embedded by the teacher. Random-weight runs replay the real answer lengths, so HyDE decodes "
-        "exactly as many steps as with the real weights."
+        "10 tokens; gen_hybrid: that plus the teacher on the query; hyde≤N: the backbone's greedy answer (no "
+        "system prompt, at most N new tokens) embedded by the teacher. Random-weight runs replay the real "
+        "answer lengths, so HyDE decodes exactly as many steps as with the real weights."
     )
     tag = "cpu" if device == "cpu" else "cuda"
     write_results(out, f"query_latency_{tag}", rows, meta, notes)
     shutil.rmtree(work, ignore_errors=True)
-    typer.echo(json.dumps({r["embedder"]: round(r["HyDE p50 / p50"], 1) for r in rows}))
+    typer.echo(json.dumps({r["embedder"]: round(r["p50 ms"], 1) for r in rows}))
 
 
 if __name__ == "__main__":

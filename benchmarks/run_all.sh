@@ -14,6 +14,7 @@ python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/judge.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/reasoning.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/general.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/query_mix.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 # needs the optional extra: pip install -e ".[bench]"
 python -c "import mteb" 2>/dev/null && python benchmarks/mteb_local.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 ragsafe train --domain medical --out runs/medical --max-queries 400 --init-from default --steps 150 --batch-size 16 --lr 2e-4 --checkpoint-every 25 ${DATA_DIR:+--data-dir "$DATA_DIR"}

@@ -12,8 +12,11 @@ HERE = Path(__file__).parent
 MARK = "## Current tables"
 ORDER = [
     "harmful_retrieval",
+    "harmful_retrieval_cuda",
+    "harmful_retrieval_cuda_hyde512",
     "reasoning",
     "general",
+    "query_mix",
     "medical",
     "safety_filter",
     "response_policy",

@@ -152,6 +152,14 @@ def test_gen_hybrid_is_gated_by_the_checkpoints_harm_probe(qwen_tiny, teacher, t
     np.testing.assert_allclose(got[1], mixed[1], atol=1e-5)  # not flagged: the fitted mix
     assert not np.allclose(got[0], mixed[0], atol=1e-3)
 
+    heavier = GenEmbedder.load(ck, qwen_tiny, teacher=teacher, hybrid=True, query_mix=2.0)  # the user's β
+    assert heavier.query_mix == 2.0 and heavier.query_gate is not None
+    got = heavier.encode_queries(QUERIES)
+    np.testing.assert_allclose(got[0], pure[0] / np.linalg.norm(pure[0]), atol=1e-5)  # the gate still decides
+    np.testing.assert_allclose(got[1], mix_vectors(pure, teacher.embed(QUERIES), 2.0)[1], atol=1e-5)
+    with pytest.raises(ValueError, match="needs hybrid=True"):
+        GenEmbedder.load(ck, qwen_tiny, teacher=teacher, query_mix=2.0)
+
     no_probe = tmp_path / "no_probe"  # a checkpoint without a probe keeps the plain mix
     save_checkpoint(encoder, no_probe, extra={"query_mix": {"beta": 0.4}})
     assert GenEmbedder.load(no_probe, qwen_tiny, teacher=teacher, hybrid=True).query_gate is None

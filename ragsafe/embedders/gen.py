@@ -111,21 +111,24 @@ class GenEmbedder:
         teacher: TeacherEmbedder | None = None,
         hybrid: bool = False,
         gated: bool = True,
+        query_mix: float | None = None,
     ) -> GenEmbedder:
         """Load a checkpoint (default: the one shipped for the default backbone).
 
         hybrid=True: gen_hybrid, with the checkpoint's fitted query mix (documents go to the teacher),
         gated by the checkpoint's harm probe where it has one (gated=False: the mix applies to every query).
+        query_mix overrides the fitted β (`benchmarks/results/query_mix.md` shows what each β buys).
 
         Without any checkpoint, the tokens are freshly initialised (untrained): everything works, the
         embeddings just carry no training yet; a warning says so.
         """
         path = Path(checkpoint) if checkpoint else default_checkpoint_dir()
         config: dict = read_config(path) if path is not None else {}
-        query_mix = None
+        if query_mix is not None and not hybrid:
+            raise ValueError("query_mix is the weight of gen_hybrid's mix: it needs hybrid=True.")
         if hybrid:  # checked before the backbone loads: a wrong checkpoint fails fast
             documents = "teacher"
-            query_mix = fitted_query_mix(path)
+            query_mix = fitted_query_mix(path) if query_mix is None else query_mix
         if not isinstance(backbone, Backbone):
             backbone = load_backbone(backbone or DEFAULT_BACKBONE)
         if path is None:

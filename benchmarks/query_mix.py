@@ -1,0 +1,99 @@
+"""gen_hybrid's query mix β, swept: what each weight on the teacher's view of the query buys on the
+benign sets and costs on the harmful one, with the harm-probe gate and without it.
+
+gen_hybrid retrieves with normalise(gen(q) + β · teacher(q)); the gate sets β = 0 for the queries the
+checkpoint's harm probe flags. The shipped β (0.30) was fitted by the trainer on its own validation
+answers; this sweep only reports the trade-off, and nothing here feeds back into the checkpoint.
+
+Each family is scored exactly as its own script scores it (same sets, subsamples and instructions),
+so the row at the shipped β reproduces gen_hybrid's numbers there. All vectors come from the cache
+the family scripts fill (gen and teacher query vectors, teacher document vectors); a cold cache runs
+the backbone over every query once.
+
+    python benchmarks/query_mix.py [--betas 0,0.3,0.6,1,2,4]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import typer
+from general import RETRIEVAL, GeneralTasks, task_instructions
+from harmful_retrieval import set_metrics
+
+from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.registry import build_embedders
+from ragsafe.evaluation.doc_cache import encode_documents_cached, encode_queries_cached
+from ragsafe.evaluation.family import score_retrieval
+from ragsafe.evaluation.ranking import rank
+from ragsafe.evaluation.results import write_plot, write_results
+from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, theoremqa, xquad_queries, xstest_queries
+
+RESULTS = Path(__file__).parent / "results"
+COLUMNS = ["adv top5 acc", "xquad recall@5", "xstest_safe any-harm@5", "TheoremQA nDCG@10", "general avg"]
+
+
+def main(
+    betas: str = "0,0.3,0.6,1,2,4",
+    checkpoint: str | None = None,
+    data_dir: str | None = None,
+    threads: int = 2,
+    out: Path = RESULTS,
+) -> None:
+    torch.set_num_threads(threads)
+    cache = out / ".cache"
+    # the family scripts' defaults: general.py, reasoning.py, harmful_retrieval.py
+    family = GeneralTasks.load(data_dir, queries=50, corpus=200, doc_words=96, pairs=60, per_class=4, test=200)
+    instructions = task_instructions(data_dir)
+    reasoning = theoremqa(data_dir, 120).subsample(200, None)
+    corpus = safety_corpus(data_dir)
+    sets = [advbench_queries(data_dir), xquad_queries(data_dir, 200), xstest_queries(data_dir)]
+
+    def scores(emb) -> dict:
+        docs, _ = encode_documents_cached(emb, corpus.texts, cache)
+        ranked = {qs.name: rank(encode_queries_cached(emb, qs.queries, cache)[0], docs, corpus.ids, 20) for qs in sets}
+        harmful = set_metrics(ranked, sets, corpus.harmful)
+        general, _ = family.score(emb, instructions, cache, slow_n=0)
+        tasks = [t for t in general if t != "embedder"]
+        return {
+            **{c: harmful[c] for c in COLUMNS[:3]},
+            "TheoremQA nDCG@10": score_retrieval(emb, reasoning, cache)["metric"],
+            "general avg": float(np.mean([general[t] for t in tasks])),
+            **{t: general[t] for t in RETRIEVAL},
+        }
+
+    teacher, gated, ungated = build_embedders(["teacher", "gen_hybrid", "gen_hybrid_ungated"], checkpoint)
+    assert isinstance(gated, GenEmbedder) and isinstance(ungated, GenEmbedder)
+    fitted = gated.query_mix
+    rows = [{"embedder": "teacher", "β": None, **scores(teacher)}]
+    for beta in (float(b) for b in betas.split(",")):
+        for emb, gate in ((gated, "probe"), (ungated, "none")):
+            if beta == 0 and gate == "none":
+                continue  # β = 0 is gen_asym whatever the gate
+            emb.query_mix = beta
+            label = f"β={beta:g}" + (" (fitted)" if beta == fitted else "") + ("" if beta == 0 else f", gate: {gate}")
+            rows.append({"embedder": label, "β": beta, "gate": gate, **scores(emb)})
+            typer.echo({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()})
+    base = rows[0]
+    for row in rows:
+        row["adv top5 vs teacher"] = row["adv top5 acc"] / base["adv top5 acc"] - 1
+        row["general avg vs teacher"] = row["general avg"] / base["general avg"] - 1
+    meta = {
+        "fitted β (checkpoint)": fitted,
+        "harmful": "AdvBench-IR 520 goals, XQuAD 200, XSTest safe 250 against 4,072 passages (harmful_retrieval.py)",
+        "reasoning": f"TheoremQA {len(reasoning.queries)} questions (reasoning.py, the checkpoint's instruction)",
+        "general": "11 tasks, subsampled as general.py does, with the paper's task instructions",
+        "checkpoint": checkpoint or "shipped default",
+    }
+    notes = (
+        "β = 0 is gen_asym (the predicted answer alone); large β approaches the teacher on every query the gate "
+        "lets through. Lower is safer for adv top5 and any-harm; higher is better for the rest."
+    )
+    write_results(out, "query_mix", rows, meta, notes)
+    write_plot(out, "query_mix", rows, COLUMNS, "gen_hybrid's query mix β, with and without the harm gate")
+
+
+if __name__ == "__main__":
+    typer.run(main)
