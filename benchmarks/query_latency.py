@@ -111,6 +111,8 @@ def main(
             raise typer.BadParameter("--architecture needs --replay: random weights cannot say how long answers are")
         replayed = json.loads(replay.read_text())["meta"]
         texts, replayed_lengths = replayed["queries"], replayed["hyde new tokens"]
+        # a replay decodes at the caps it recorded (its "hyde≤N" keys), whatever --hyde-caps says
+        caps = [int(label.removeprefix("hyde≤")) for label in replayed_lengths]
         bb, tm = random_backbone(architecture), random_teacher(architecture, work)
         encoder = GenEncoder(bb, GenConfig(out_dim=tm.dim))  # untrained: same shapes, same cost
         instructions = replayed["instructions"]
@@ -122,12 +124,12 @@ def main(
             typer.echo(f"architecture written to {export_architecture}")
             return
         texts, replayed_lengths = xquad_queries(data_dir, n=queries).queries, None
+        caps = [int(c) for c in hyde_caps.split(",")]
         loaded = GenEmbedder.load(backbone=bb, teacher=tm, hybrid=True)
         encoder, beta, gate = loaded.encoder, loaded.query_mix, loaded.query_gate
         instructions = {"query": loaded.query_instruction, "document": loaded.document_instruction}
     gen = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, batch_size=1)
     hybrid = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, 1, beta, gate)
-    caps = [int(c) for c in hyde_caps.split(",")]
     new_tokens: dict[str, dict[str, int]] = {f"hyde≤{cap}": {} for cap in caps}
 
     def hyde(cap: int):
