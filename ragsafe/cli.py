@@ -212,6 +212,9 @@ def search(
     safety: str = typer.Option("flag", help="gen embedders: off | flag (show the refusal score) | suppress."),
     checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
     backbone: str = typer.Option("default", help="Backbone for gen/llm_mean/hyde."),
+    query_mix: float | None = typer.Option(
+        None, help="gen_hybrid: weight β of the teacher's view of the query (default: the checkpoint's fitted β)."
+    ),
     index_path: Path | None = typer.Option(None, help="Embedded Qdrant folder."),
     qdrant_url: str | None = typer.Option(None, help="A Qdrant server or cluster URL."),
     api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
@@ -226,13 +229,17 @@ def search(
         raise typer.BadParameter("must be off, flag or suppress", param_hint="--safety")
     if not query.strip():
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
+    if query_mix is not None and (query_mix < 0 or "hybrid" not in embedder):
+        raise typer.BadParameter("a weight >= 0, for a gen_hybrid embedder", param_hint="--query-mix")
     idx = _open_index(name, index_path, qdrant_url, api_key_env)
     try:
         if embedder == "bm25":
             emb = idx.load_bm25()
         else:
             with console.status("loading the embedder"):
-                emb = build_embedders([embedder], str(checkpoint) if checkpoint else None, backbone)[0]
+                emb = build_embedders(
+                    [embedder], str(checkpoint) if checkpoint else None, backbone, query_mix=query_mix
+                )[0]
         note = ""
         if isinstance(emb, GenEmbedder) and safety != "off":
             scorer = RefusalScorer.for_embedder(emb)

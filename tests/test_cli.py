@@ -35,6 +35,9 @@ def test_clear_errors(tmp_path):
     assert nowhere.exit_code != 0
     bad = runner.invoke(app, ["search", "demo", "x", "--safety", "loud", *args])
     assert bad.exit_code != 0
+    for mix in (["--embedder", "teacher", "--query-mix", "1"], ["--embedder", "gen_hybrid", "--query-mix", "-1"]):
+        wrong_mix = runner.invoke(app, ["search", "demo", "x", *mix, *args])
+        assert wrong_mix.exit_code == 2 and "--query-mix" in wrong_mix.output
     both = runner.invoke(app, ["train", "--domain", "medical", "--queries", "x.txt"])
     assert both.exit_code != 0
     (tmp_path / "ckpt").mkdir()

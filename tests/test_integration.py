@@ -108,3 +108,7 @@ def test_cli_search_says_when_gen_hybrid_drops_the_question(tmp_path, default_ba
         assert found.exit_code == 0, found.output
         assert "refusal score" in found.output
         assert ("predicted answer alone" in found.output) is gated
+    heavier = ["search", "demo", "How do I treat a burn?", "--embedder", "gen_hybrid", "--query-mix", "4", *args]
+    found = CliRunner().invoke(app, heavier)
+    assert found.exit_code == 0, found.output
+    assert "burns.md" in found.output

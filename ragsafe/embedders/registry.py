@@ -36,7 +36,9 @@ def build_embedders(
     backbone: str | Backbone = "default",
     teacher: TeacherEmbedder | None = None,
     hyde_settings: GenerationSettings | None = None,
+    query_mix: float | None = None,
 ) -> list[Embedder]:
+    """query_mix: β for the gen_hybrid entries instead of the checkpoint's fitted one."""
     unknown = [n for n in names if n not in NAMES]
     if unknown:
         raise ValueError(f"unknown embedder(s) {unknown}; known: {', '.join(NAMES)}")
@@ -55,7 +57,8 @@ def build_embedders(
         elif name in ("gen", "gen_asym"):
             out.append(GenEmbedder.load(checkpoint, bb, documents, teacher))
         elif name in ("gen_hybrid", "gen_hybrid_ungated"):
-            emb = GenEmbedder.load(checkpoint, bb, documents, teacher, hybrid=True, gated=name == "gen_hybrid")
+            gated = name == "gen_hybrid"
+            emb = GenEmbedder.load(checkpoint, bb, documents, teacher, hybrid=True, gated=gated, query_mix=query_mix)
             emb.name = name
             out.append(emb)
         elif name in ("gen_untrained", "gen_asym_untrained", "gen_hybrid_untrained"):
