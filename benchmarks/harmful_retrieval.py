@@ -27,7 +27,7 @@ from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.evaluation.doc_cache import (
     embedder_identity,
     encode_documents_cached,
-    encode_gen_queries_cached,
+    encode_probe_queries_cached,
     encode_queries_cached,
 )
 from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k
@@ -99,7 +99,7 @@ def main(
             blocked = {}
             for qs in sets:  # the score reads the pure gen vector, whatever the retrieval vector mixes in
                 queries = qs.queries[: len(ranked[qs.name])]
-                gen_vectors, _ = encode_gen_queries_cached(emb, queries, out / ".cache")
+                gen_vectors, _ = encode_probe_queries_cached(emb, queries, out / ".cache")
                 blocked[qs.name] = scorer.blocks(gen_vectors, queries)
             kept = {
                 set_name: [[] if b else r for r, b in zip(got, blocked[set_name], strict=True)]

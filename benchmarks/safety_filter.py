@@ -19,7 +19,7 @@ import torch
 import typer
 
 from ragsafe.embedders.gen import GenEmbedder
-from ragsafe.evaluation.doc_cache import encode_gen_queries_cached
+from ragsafe.evaluation.doc_cache import encode_probe_queries_cached
 from ragsafe.evaluation.results import write_results
 from ragsafe.evaluation.tasks import advbench_queries, xquad_queries, xstest_queries
 from ragsafe.model.checkpoint import default_checkpoint_dir
@@ -51,7 +51,7 @@ def main(checkpoint: str | None = None, backbone: str = "default", data_dir: str
         "advbench goals": advbench_queries(data_dir).queries,
     }
     scores = {
-        name: scorer.scores_for(encode_gen_queries_cached(gen, queries, RESULTS / ".cache")[0], queries)
+        name: scorer.scores_for(encode_probe_queries_cached(gen, queries, RESULTS / ".cache")[0], queries)
         for name, queries in sets.items()
     }
     benign = scores["xstest safe (benign look-alikes)"]

@@ -153,11 +153,12 @@ def run_audit(cfg: AuditConfig) -> dict:
             blocked: list[bool] | None = None
             if isinstance(emb, GenEmbedder):
                 gen_vectors = emb.encode_gen_queries(queries)
+                probe_vectors = emb.probe_view(queries, gen_vectors)
                 scorer = RefusalScorer.for_embedder(emb)
                 text_vectors = shared_teacher_vectors(emb, scorer, queries)
-                vectors = emb.mix_query(gen_vectors, queries, text_vectors)
+                vectors = emb.mix_query(gen_vectors, queries, text_vectors, probe_vectors)
                 if scorer is not None:
-                    blocked = scorer.blocks(gen_vectors, queries, text_vectors).tolist()
+                    blocked = scorer.blocks(probe_vectors, queries, text_vectors).tolist()
             else:
                 vectors = (bm25_stats if emb.name == "bm25" else emb).encode_queries(queries)
             for i, (probe, vector) in enumerate(zip(probes, vectors, strict=True)):

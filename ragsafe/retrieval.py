@@ -82,8 +82,8 @@ class RefusalScorer:
     def scores_for(
         self, gen_vectors: np.ndarray, queries: Sequence[str], teacher_vectors: np.ndarray | None = None
     ) -> np.ndarray:
-        """Scores of the queries from their pure gen vectors (`GenEmbedder.encode_gen_queries`, not the
-        hybrid mix); the queries' text is embedded by the teacher when the probe reads it, unless its
+        """Scores of the queries from their pure gen vectors (`GenEmbedder.probe_view`, not the hybrid
+        mix); the queries' text is embedded by the teacher when the probe reads it, unless its
         `teacher_vectors` are given (`shared_teacher_vectors`)."""
         if len(queries) != len(gen_vectors):
             raise ValueError(f"{len(gen_vectors)} gen vectors for {len(queries)} queries")
@@ -100,7 +100,8 @@ class RefusalScorer:
         return self.scores_for(gen_vectors, queries, teacher_vectors) > self.threshold
 
     def scores(self, queries: list[str]) -> np.ndarray:
-        return self.scores_for(self.embedder.encode_gen_queries(queries), queries)
+        """Scores of the queries, read under the instruction the probe was calibrated with."""
+        return self.scores_for(self.embedder.encode_gen_queries(queries, self.embedder.probe_instruction), queries)
 
 
 def shared_teacher_vectors(
@@ -136,12 +137,13 @@ class SafeRetriever:
         from ragsafe.index import storage_name
 
         gen_vector = self.embedder.encode_gen_queries([query])
+        probe_vector = self.embedder.probe_view([query], gen_vector)
         scorer = self.scorer if self.mode != "off" else None
         text_vector = shared_teacher_vectors(self.embedder, scorer, [query])
-        score = float(scorer.scores_for(gen_vector, [query], text_vector)[0]) if scorer else None
+        score = float(scorer.scores_for(probe_vector, [query], text_vector)[0]) if scorer else None
         if self.mode == "suppress" and score is not None and score > scorer.threshold:
             return SafeResult(query, score, True, [])
-        vector = self.embedder.mix_query(gen_vector, [query], text_vector)[0]
+        vector = self.embedder.mix_query(gen_vector, [query], text_vector, probe_vector)[0]
         hits = self.index.search(vector, storage_name(self.embedder), k)
         if score is not None:
             for hit in hits:

@@ -165,3 +165,29 @@ def test_gen_hybrid_is_gated_by_the_checkpoints_harm_probe(qwen_tiny, teacher, t
     assert GenEmbedder.load(no_probe, qwen_tiny, teacher=teacher, hybrid=True).query_gate is None
     with pytest.raises(ValueError, match="needs query_mix"):
         GenEmbedder(encoder, documents="teacher", teacher=teacher, query_gate=gated.query_gate)
+
+
+def test_the_gate_reads_queries_under_the_instruction_its_probe_was_calibrated_with(qwen_tiny, teacher, tmp_path):
+    from ragsafe.embedders.gen import mix_vectors
+    from ragsafe.evaluation.doc_cache import encode_queries_cached
+    from ragsafe.model.checkpoint import save_checkpoint
+    from ragsafe.retrieval import RefusalScorer
+
+    encoder = GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim))
+    pure = GenEmbedder(encoder, documents="teacher", teacher=teacher).encode_gen_queries(QUERIES)
+    task = "Classify the stance of this argument:"
+    moved = GenEmbedder(encoder, query_instruction=task).encode_gen_queries(QUERIES)
+    # a threshold the first query passes under the calibrated instruction and not under the task's
+    threshold = float(1 + max(moved[0] @ pure[0], pure[1] @ pure[0])) / 2
+    assert threshold < 1
+    safety = {"kind": "probe", "direction": pure[0].tolist(), "bias": 0.0, "threshold": threshold}
+    ck = tmp_path / "ck"
+    save_checkpoint(encoder, ck, extra={"query_mix": {"beta": 0.4}, "safety": safety})
+    emb = GenEmbedder.load(ck, qwen_tiny, teacher=teacher, hybrid=True)
+    emb.query_instruction = task  # what a benchmark's task instruction does
+    got = emb.encode_queries(QUERIES)
+    np.testing.assert_allclose(got[0], moved[0] / np.linalg.norm(moved[0]), atol=1e-5)  # flagged all the same
+    np.testing.assert_allclose(got[1], mix_vectors(moved, teacher.embed(QUERIES), 0.4)[1], atol=1e-5)
+    np.testing.assert_allclose(encode_queries_cached(emb, QUERIES, tmp_path / "cache")[0], got, atol=1e-5)
+    scorer = RefusalScorer.from_safety(emb, safety)
+    assert scorer.scores(QUERIES)[0] > threshold  # the scorer reads the same view

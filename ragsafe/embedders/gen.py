@@ -101,6 +101,8 @@ class GenEmbedder:
         # a hybrid keeps its name at a fitted weight of 0: the name says how it was built
         self.name = "gen" if documents == "gen" else "gen_asym" if query_mix is None else "gen_hybrid"
         self.safety: dict | None = None  # the checkpoint's refusal calibration, set by `load`
+        # the query instruction the harm probe was calibrated under (`load` sets the checkpoint's)
+        self.probe_instruction: str | None = query_instruction
 
     @classmethod
     def load(
@@ -162,11 +164,26 @@ class GenEmbedder:
         """The pure gen vectors: the predicted answer's embedding (what the refusal score reads)."""
         return self.encoder.encode(texts, instruction or self.query_instruction, batch_size=self.batch_size)
 
+    def probe_view(self, texts: Sequence[str], gen_vectors: np.ndarray, instruction: str | None = None) -> np.ndarray:
+        """The gen vectors the harm probe reads: the texts under the instruction it was calibrated with.
+
+        `gen_vectors` (computed under `instruction`, default the current query instruction) are reused
+        when that is the probe's; a task instruction moves the gen vector, and the probe's threshold
+        does not hold there (ArguAna's instruction doubles its false alarms), so they are recomputed."""
+        if self.probe_instruction == (instruction or self.query_instruction):
+            return gen_vectors
+        return self.encoder.encode(texts, self.probe_instruction, batch_size=self.batch_size)
+
     def mix_query(
-        self, gen_vectors: np.ndarray, texts: Sequence[str], teacher_vectors: np.ndarray | None = None
+        self,
+        gen_vectors: np.ndarray,
+        texts: Sequence[str],
+        teacher_vectors: np.ndarray | None = None,
+        probe_vectors: np.ndarray | None = None,
     ) -> np.ndarray:
         """The retrieval vectors from pure gen vectors: unchanged unless this is gen_hybrid (which embeds
-        the texts with the teacher, unless their `teacher_vectors` are given)."""
+        the texts with the teacher, unless their `teacher_vectors` are given). The gate reads
+        `probe_vectors` (`probe_view`), by default computed here."""
         if not self.query_mix:
             return gen_vectors
         assert self.teacher is not None
@@ -174,11 +191,15 @@ class GenEmbedder:
             teacher_vectors = self.teacher.embed(list(texts))
         beta = np.full(len(gen_vectors), self.query_mix, dtype=np.float32)
         if self.query_gate is not None:
-            beta[self.query_gate.blocks(gen_vectors, texts, teacher_vectors)] = 0.0
+            if probe_vectors is None:
+                probe_vectors = self.probe_view(texts, gen_vectors)
+            beta[self.query_gate.blocks(probe_vectors, texts, teacher_vectors)] = 0.0
         return mix_vectors(gen_vectors, teacher_vectors, beta)
 
     def encode_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
-        return self.mix_query(self.encode_gen_queries(texts, instruction), texts)
+        gen_vectors = self.encode_gen_queries(texts, instruction)
+        probe_vectors = self.probe_view(texts, gen_vectors, instruction) if self.query_gate is not None else None
+        return self.mix_query(gen_vectors, texts, probe_vectors=probe_vectors)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         if self.documents == "teacher":

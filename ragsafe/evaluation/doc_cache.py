@@ -54,15 +54,25 @@ def encode_queries_cached(emb: Embedder, texts: list[str], cache_dir: str | Path
     if isinstance(emb, GenEmbedder) and emb.query_mix:
         assert emb.teacher is not None
         teacher_vectors, teacher_seconds = _cached(emb.teacher, texts, cache_dir, "queries")
-        return emb.mix_query(vectors, texts, teacher_vectors), seconds + teacher_seconds
+        probe_vectors, probe_seconds = None, 0.0
+        if emb.query_gate is not None and emb.probe_instruction != emb.query_instruction:
+            probe_vectors, probe_seconds = encode_probe_queries_cached(emb, texts, cache_dir)
+        mixed = emb.mix_query(vectors, texts, teacher_vectors, probe_vectors)
+        return mixed, seconds + teacher_seconds + probe_seconds
     return vectors, seconds
 
 
-def encode_gen_queries_cached(
+def encode_probe_queries_cached(
     emb: GenEmbedder, texts: list[str], cache_dir: str | Path | None
 ) -> tuple[Vectors, float]:
-    """Pure gen query vectors (what the refusal score reads, before any hybrid mix), cached."""
-    return _cached(emb, texts, cache_dir, "queries")
+    """The gen vectors the harm probe reads (`GenEmbedder.probe_view`: under the instruction it was
+    calibrated with, whatever task instruction the queries carry), cached."""
+    before = emb.query_instruction
+    emb.query_instruction = emb.probe_instruction
+    try:
+        return _cached(emb, texts, cache_dir, "queries")
+    finally:
+        emb.query_instruction = before
 
 
 def _timed(encode, texts: list[str]) -> tuple[Vectors, float]:
