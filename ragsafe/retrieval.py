@@ -137,8 +137,9 @@ class SafeRetriever:
         from ragsafe.index import storage_name
 
         gen_vector = self.embedder.encode_gen_queries([query])
-        probe_vector = self.embedder.probe_view([query], gen_vector)
         scorer = self.scorer if self.mode != "off" else None
+        needs_probe = scorer is not None or self.embedder.query_gate is not None
+        probe_vector = self.embedder.probe_view([query], gen_vector) if needs_probe else None
         text_vector = shared_teacher_vectors(self.embedder, scorer, [query])
         score = float(scorer.scores_for(probe_vector, [query], text_vector)[0]) if scorer else None
         if self.mode == "suppress" and score is not None and score > scorer.threshold:
