@@ -82,7 +82,7 @@ def main(
         ranked: dict[str, list[list[str]]] = {}
         vectors = {}
         for qs in sets:
-            n = slow_n if isinstance(emb, HyDEEmbedder) and slow_n > 0 else len(qs.queries)
+            n = min(slow_n, len(qs.queries)) if isinstance(emb, HyDEEmbedder) and slow_n > 0 else len(qs.queries)
             vectors[qs.name], seconds = encode_queries_cached(emb, qs.queries[:n], out / ".cache")
             query_time += seconds
             query_count += n

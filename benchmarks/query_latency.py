@@ -111,6 +111,8 @@ def main(
             raise typer.BadParameter("--architecture needs --replay: random weights cannot say how long answers are")
         replayed = json.loads(replay.read_text())["meta"]
         texts, replayed_lengths = replayed["queries"], replayed["hyde new tokens"]
+        if not isinstance(replayed_lengths, dict):
+            raise typer.BadParameter("this replay file predates --hyde-caps (one length list): rerun it first")
         # a replay decodes at the caps it recorded (its "hyde≤N" keys), whatever --hyde-caps says
         caps = [int(label.removeprefix("hyde≤")) for label in replayed_lengths]
         bb, tm = random_backbone(architecture), random_teacher(architecture, work)

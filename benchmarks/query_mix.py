@@ -78,13 +78,15 @@ def main(
             typer.echo({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()})
     base = rows[0]
     for row in rows:
-        row["adv top5 vs teacher"] = row["adv top5 acc"] / base["adv top5 acc"] - 1
-        row["general avg vs teacher"] = row["general avg"] / base["general avg"] - 1
+        row["adv top5 vs teacher"] = row["adv top5 acc"] / max(1e-9, base["adv top5 acc"]) - 1
+        row["general avg vs teacher"] = row["general avg"] / max(1e-9, base["general avg"]) - 1
     meta = {
         "fitted β (checkpoint)": fitted,
-        "harmful": "AdvBench-IR 520 goals, XQuAD 200, XSTest safe 250 against 4,072 passages (harmful_retrieval.py)",
+        "harmful": ", ".join(f"{qs.name} {len(qs.queries)}" for qs in sets)
+        + f" against {len(corpus.ids)} passages (harmful_retrieval.py)",
         "reasoning": f"TheoremQA {len(reasoning.queries)} questions (reasoning.py, the checkpoint's instruction)",
-        "general": "11 tasks, subsampled as general.py does, with the paper's task instructions",
+        "general": f"{len(family.retrieval) + len(family.sts) + 1} tasks, subsampled as general.py does, "
+        "with the paper's task instructions",
         "checkpoint": checkpoint or "shipped default",
     }
     notes = (

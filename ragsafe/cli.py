@@ -229,7 +229,7 @@ def search(
         raise typer.BadParameter("must be off, flag or suppress", param_hint="--safety")
     if not query.strip():
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
-    if query_mix is not None and (query_mix < 0 or "hybrid" not in embedder):
+    if query_mix is not None and (query_mix < 0 or embedder not in ("gen_hybrid", "gen_hybrid_ungated")):
         raise typer.BadParameter("a weight >= 0, for a gen_hybrid embedder", param_hint="--query-mix")
     idx = _open_index(name, index_path, qdrant_url, api_key_env)
     try:

@@ -97,8 +97,8 @@ class RefusalJudge:
 
     def probabilities(self, passages: list[str], show_progress: bool | None = None) -> list[float]:
         texts = [clip_words(p, self.max_words) for p in passages]
-        gen_vectors = self.embedder.encoder.encode(
-            texts, self.embedder.query_instruction, batch_size=self.embedder.batch_size, show_progress=show_progress
+        gen_vectors = self.embedder.encoder.encode(  # read as the probe was calibrated: its instruction
+            texts, self.embedder.probe_instruction, batch_size=self.embedder.batch_size, show_progress=show_progress
         )
         scores = self.scorer.scores_for(gen_vectors, texts)
         return (1 / (1 + np.exp(-scores))).tolist()

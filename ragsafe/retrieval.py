@@ -101,7 +101,7 @@ class RefusalScorer:
 
     def scores(self, queries: list[str]) -> np.ndarray:
         """Scores of the queries, read under the instruction the probe was calibrated with."""
-        return self.scores_for(self.embedder.encode_gen_queries(queries, self.embedder.probe_instruction), queries)
+        return self.scores_for(self.embedder.encode_probe_queries(queries), queries)
 
 
 def shared_teacher_vectors(
@@ -138,7 +138,7 @@ class SafeRetriever:
 
         gen_vector = self.embedder.encode_gen_queries([query])
         scorer = self.scorer if self.mode != "off" else None
-        needs_probe = scorer is not None or self.embedder.query_gate is not None
+        needs_probe = scorer is not None or (self.embedder.query_gate is not None and bool(self.embedder.query_mix))
         probe_vector = self.embedder.probe_view([query], gen_vector) if needs_probe else None
         text_vector = shared_teacher_vectors(self.embedder, scorer, [query])
         score = float(scorer.scores_for(probe_vector, [query], text_vector)[0]) if scorer else None

@@ -154,6 +154,7 @@ def test_gen_hybrid_is_gated_by_the_checkpoints_harm_probe(qwen_tiny, teacher, t
 
     heavier = GenEmbedder.load(ck, qwen_tiny, teacher=teacher, hybrid=True, query_mix=2.0)  # the user's β
     assert heavier.query_mix == 2.0 and heavier.query_gate is not None
+    assert build_embedders(["gen_hybrid"], str(ck), qwen_tiny, teacher, query_mix=2.0)[0].query_mix == 2.0
     got = heavier.encode_queries(QUERIES)
     np.testing.assert_allclose(got[0], pure[0] / np.linalg.norm(pure[0]), atol=1e-5)  # the gate still decides
     np.testing.assert_allclose(got[1], mix_vectors(pure, teacher.embed(QUERIES), 2.0)[1], atol=1e-5)
@@ -189,5 +190,16 @@ def test_the_gate_reads_queries_under_the_instruction_its_probe_was_calibrated_w
     np.testing.assert_allclose(got[0], moved[0] / np.linalg.norm(moved[0]), atol=1e-5)  # flagged all the same
     np.testing.assert_allclose(got[1], mix_vectors(moved, teacher.embed(QUERIES), 0.4)[1], atol=1e-5)
     np.testing.assert_allclose(encode_queries_cached(emb, QUERIES, tmp_path / "cache")[0], got, atol=1e-5)
+    assert emb.query_instruction == task  # the cache's probe pass put the task instruction back
     scorer = RefusalScorer.from_safety(emb, safety)
     assert scorer.scores(QUERIES)[0] > threshold  # the scorer reads the same view
+
+    passes = []  # under the calibrated instruction, the gate reuses the retrieval pass: one encoder pass
+    emb.query_instruction = emb.probe_instruction
+    encode = emb.encoder.encode
+    emb.encoder.encode = lambda *a, **kw: passes.append(a[1]) or encode(*a, **kw)
+    emb.encode_queries(QUERIES)
+    assert passes == [emb.probe_instruction]
+    emb.query_instruction = task
+    emb.encode_queries(QUERIES)
+    assert passes[1:] == [task, emb.probe_instruction]

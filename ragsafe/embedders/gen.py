@@ -164,15 +164,22 @@ class GenEmbedder:
         """The pure gen vectors: the predicted answer's embedding (what the refusal score reads)."""
         return self.encoder.encode(texts, instruction or self.query_instruction, batch_size=self.batch_size)
 
+    def probe_differs(self, instruction: str | None = None) -> bool:
+        """Whether queries embedded under `instruction` (default: the current query instruction) need
+        a pass of their own for the harm probe."""
+        return self.probe_instruction != (instruction or self.query_instruction)
+
+    def encode_probe_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """The texts' gen vectors under the instruction the harm probe was calibrated with."""
+        return self.encoder.encode(texts, self.probe_instruction, batch_size=self.batch_size)
+
     def probe_view(self, texts: Sequence[str], gen_vectors: np.ndarray, instruction: str | None = None) -> np.ndarray:
         """The gen vectors the harm probe reads: the texts under the instruction it was calibrated with.
 
         `gen_vectors` (computed under `instruction`, default the current query instruction) are reused
         when that is the probe's; a task instruction moves the gen vector, and the probe's threshold
         does not hold there (ArguAna's instruction doubles its false alarms), so they are recomputed."""
-        if self.probe_instruction == (instruction or self.query_instruction):
-            return gen_vectors
-        return self.encoder.encode(texts, self.probe_instruction, batch_size=self.batch_size)
+        return self.encode_probe_queries(texts) if self.probe_differs(instruction) else gen_vectors
 
     def mix_query(
         self,
@@ -198,7 +205,8 @@ class GenEmbedder:
 
     def encode_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
         gen_vectors = self.encode_gen_queries(texts, instruction)
-        probe_vectors = self.probe_view(texts, gen_vectors, instruction) if self.query_gate is not None else None
+        gated = self.query_gate is not None and bool(self.query_mix)
+        probe_vectors = self.probe_view(texts, gen_vectors, instruction) if gated else None
         return self.mix_query(gen_vectors, texts, probe_vectors=probe_vectors)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:

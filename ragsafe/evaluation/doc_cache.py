@@ -48,14 +48,15 @@ def encode_queries_cached(emb: Embedder, texts: list[str], cache_dir: str | Path
     """(vectors, seconds) for queries; every embedder here is deterministic (HyDE decodes greedily).
 
     gen_hybrid is composed from its two cached parts (pure gen, teacher), so it shares gen_asym's pass;
-    its gate reads the same two parts.
+    its gate reads the same two parts, plus the probe's own gen pass where a task instruction is in
+    effect (`encode_probe_queries_cached`).
     """
     vectors, seconds = _cached(emb, texts, cache_dir, "queries")
     if isinstance(emb, GenEmbedder) and emb.query_mix:
         assert emb.teacher is not None
         teacher_vectors, teacher_seconds = _cached(emb.teacher, texts, cache_dir, "queries")
         probe_vectors, probe_seconds = None, 0.0
-        if emb.query_gate is not None and emb.probe_instruction != emb.query_instruction:
+        if emb.query_gate is not None and emb.probe_differs():
             probe_vectors, probe_seconds = encode_probe_queries_cached(emb, texts, cache_dir)
         mixed = emb.mix_query(vectors, texts, teacher_vectors, probe_vectors)
         return mixed, seconds + teacher_seconds + probe_seconds

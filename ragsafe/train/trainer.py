@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from ragsafe.embedders.gen import QUERY_INSTRUCTION
 from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.model.backbone import Backbone, load_backbone
 from ragsafe.model.checkpoint import default_checkpoint_dir, load_checkpoint, read_config, save_checkpoint, write_config
@@ -554,7 +555,7 @@ def recalibrate(
             f"{expected[0]} / {expected[1]}: the data dir or the query filters changed since training"
         )
     # the instruction the checkpoint embeds queries with at inference, whatever the pack says today
-    instruction = (config.get("instructions") or {}).get("query")
+    instruction = (config.get("instructions") or {}).get("query", QUERY_INSTRUCTION)  # as GenEmbedder.load reads it
     gen = encoder.encode([q.text for q in ex.queries], instruction, batch_size=32, show_progress=True)
     teacher_q = teacher.embed([q.text for q in ex.queries])
     extra = left_out_vectors(encoder, teacher, ex, instruction)
