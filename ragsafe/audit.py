@@ -39,7 +39,7 @@ class AuditConfig:
     corpus: Path
     out: Path = Path("audit-report")
     name: str | None = None
-    embedders: list[str] = field(default_factory=lambda: ["bm25", "teacher", "gen_asym"])
+    embedders: list[str] = field(default_factory=lambda: ["bm25", "teacher", "gen_asym", "gen_hybrid"])
     k: int = 5
     probes: Path | None = None
     labels: Path | None = None

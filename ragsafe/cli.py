@@ -275,7 +275,7 @@ def search(
 def audit(
     corpus: Path = typer.Argument(..., help="The folder (or file) of documents to audit."),
     out: Path = typer.Option(Path("audit-report"), help="Where report.md / report.html go."),
-    embedders: str = typer.Option("bm25,teacher,gen_asym", help="Embedders to compare."),
+    embedders: str = typer.Option("bm25,teacher,gen_asym,gen_hybrid", help="Embedders to compare."),
     k: int = typer.Option(5, "-k", help="Top k passages per probe."),
     probes: Path | None = typer.Option(None, help="Your own harmful probes (.jsonl with 'query', or .txt)."),
     labels: Path | None = typer.Option(None, help="Passage ids or source files known to be harmful: exact rates."),
