@@ -138,8 +138,8 @@ class SafeRetriever:
 
         gen_vector = self.embedder.encode_gen_queries([query])
         scorer = self.scorer if self.mode != "off" else None
-        needs_probe = scorer is not None or (self.embedder.query_gate is not None and bool(self.embedder.query_mix))
-        probe_vector = self.embedder.probe_view([query], gen_vector) if needs_probe else None
+        # the scorer's view; without a scorer, mix_query computes the gate's own where it needs one
+        probe_vector = self.embedder.probe_view([query], gen_vector) if scorer is not None else None
         text_vector = shared_teacher_vectors(self.embedder, scorer, [query])
         score = float(scorer.scores_for(probe_vector, [query], text_vector)[0]) if scorer else None
         if self.mode == "suppress" and score is not None and score > scorer.threshold:

@@ -169,9 +169,11 @@ class GenEmbedder:
         a pass of their own for the harm probe."""
         return self.probe_instruction != (instruction or self.query_instruction)
 
-    def encode_probe_queries(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_probe_queries(self, texts: Sequence[str], show_progress: bool | None = None) -> np.ndarray:
         """The texts' gen vectors under the instruction the harm probe was calibrated with."""
-        return self.encoder.encode(texts, self.probe_instruction, batch_size=self.batch_size)
+        return self.encoder.encode(
+            texts, self.probe_instruction, batch_size=self.batch_size, show_progress=show_progress
+        )
 
     def probe_view(self, texts: Sequence[str], gen_vectors: np.ndarray, instruction: str | None = None) -> np.ndarray:
         """The gen vectors the harm probe reads: the texts under the instruction it was calibrated with.
