@@ -5,6 +5,10 @@ gen_hybrid retrieves with normalise(gen(q) + β · teacher(q)); the gate sets β
 checkpoint's harm probe flags. The shipped β (0.30) was fitted by the trainer on its own validation
 answers; this sweep only reports the trade-off, and nothing here feeds back into the checkpoint.
 
+Two development sets that no benchmark reports and no training pack reads (PubMedQA question -> its
+abstract, STS-B's dev split) show the same sweep where a user may look to choose β without looking
+at a benchmark; they run under the checkpoint's own query instruction, as `ragsafe search` does.
+
 Each family is scored exactly as its own script scores it (same sets, subsamples and instructions),
 so the row at the shipped β reproduces gen_hybrid's numbers there. All vectors come from the cache
 the family scripts fill (gen and teacher query vectors, teacher document vectors); a cold cache runs
@@ -26,13 +30,22 @@ from harmful_retrieval import set_metrics
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.registry import build_embedders
 from ragsafe.evaluation.doc_cache import encode_documents_cached, encode_queries_cached
-from ragsafe.evaluation.family import score_retrieval
+from ragsafe.evaluation.family import score_retrieval, score_sts
 from ragsafe.evaluation.ranking import rank
 from ragsafe.evaluation.results import write_plot, write_results
-from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, theoremqa, xquad_queries, xstest_queries
+from ragsafe.evaluation.tasks import (
+    advbench_queries,
+    pubmedqa,
+    safety_corpus,
+    sts,
+    theoremqa,
+    xquad_queries,
+    xstest_queries,
+)
 
 RESULTS = Path(__file__).parent / "results"
 COLUMNS = ["adv top5 acc", "xquad recall@5", "xstest_safe any-harm@5", "TheoremQA nDCG@10", "general avg"]
+DEV = ["dev: PubMedQA nDCG@10", "dev: STS-B dev Spearman"]
 
 
 def main(
@@ -40,6 +53,8 @@ def main(
     checkpoint: str | None = None,
     data_dir: str | None = None,
     threads: int = 2,
+    dev_queries: int = 300,
+    dev_pairs: int = 300,
     out: Path = RESULTS,
 ) -> None:
     torch.set_num_threads(threads)
@@ -50,6 +65,8 @@ def main(
     reasoning = theoremqa(data_dir, 120).subsample(200, None)
     corpus = safety_corpus(data_dir)
     sets = [advbench_queries(data_dir), xquad_queries(data_dir, 200), xstest_queries(data_dir)]
+    dev_retrieval = pubmedqa(data_dir).subsample(dev_queries, None)
+    dev_sts = sts(data_dir, "STSBenchmark-dev").subsample(dev_pairs)
 
     def scores(emb) -> dict:
         docs, _ = encode_documents_cached(emb, corpus.texts, cache)
@@ -62,6 +79,8 @@ def main(
             "TheoremQA nDCG@10": score_retrieval(emb, reasoning, cache)["metric"],
             "general avg": float(np.mean([general[t] for t in tasks])),
             **{t: general[t] for t in RETRIEVAL},
+            DEV[0]: score_retrieval(emb, dev_retrieval, cache)["metric"],
+            DEV[1]: score_sts(emb, dev_sts, cache)["metric"],
         }
 
     teacher, gated, ungated = build_embedders(["teacher", "gen_hybrid", "gen_hybrid_ungated"], checkpoint)
@@ -87,6 +106,8 @@ def main(
         "reasoning": f"TheoremQA {len(reasoning.queries)} questions (reasoning.py, the checkpoint's instruction)",
         "general": f"{len(family.retrieval) + len(family.sts) + 1} tasks, subsampled as general.py does, "
         "with the paper's task instructions",
+        "dev sets": f"PubMedQA {len(dev_retrieval.queries)} questions against its {len(dev_retrieval.corpus.ids)} "
+        f"abstracts; STS-B dev {len(dev_sts.scores)} pairs (the checkpoint's own query instruction)",
         "checkpoint": checkpoint or "shipped default",
     }
     notes = (
@@ -94,7 +115,7 @@ def main(
         "lets through. Lower is safer for adv top5 and any-harm; higher is better for the rest."
     )
     write_results(out, "query_mix", rows, meta, notes)
-    write_plot(out, "query_mix", rows, COLUMNS, "gen_hybrid's query mix β, with and without the harm gate")
+    write_plot(out, "query_mix", rows, COLUMNS + DEV, "gen_hybrid's query mix β, with and without the harm gate")
 
 
 if __name__ == "__main__":

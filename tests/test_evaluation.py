@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -93,6 +94,27 @@ def test_sts_reader_skips_withheld_subsets(tmp_path):
         sts(tmp_path, "STS14")
 
 
+def test_dev_sets_read_pubmedqa_and_the_stsb_dev_split(tmp_path):
+    from ragsafe.evaluation.tasks import pubmedqa, sts
+
+    (tmp_path / "medical/pubmedqa").mkdir(parents=True)
+    rows = {
+        "11": {"QUESTION": "Do cats purr?", "CONTEXTS": ["Cats purr.", "Often when content."]},
+        "12": {"QUESTION": "Is rain wet?", "CONTEXTS": ["Rain is water."]},
+    }
+    (tmp_path / "medical/pubmedqa/ori_pqal.json").write_text(json.dumps(rows))
+    task = pubmedqa(tmp_path)
+    assert task.queries == ["Do cats purr?", "Is rain wet?"]
+    assert task.corpus.texts == ["Cats purr. Often when content.", "Rain is water."]
+    assert task.qrels == [{"pmid-11": 1}, {"pmid-12": 1}] and task.corpus.ids == ["pmid-11", "pmid-12"]
+    (tmp_path / "sts/stsbenchmark").mkdir(parents=True)
+    (tmp_path / "sts/stsbenchmark/sts-dev.csv").write_text("g\tf\t2012\t1\t3.5\ta cat\ta dog\nshort line\n")
+    dev = sts(tmp_path, "STSBenchmark-dev")
+    assert (dev.first, dev.second, dev.scores) == (["a cat"], ["a dog"], [3.5])
+    with pytest.raises(DataError, match="sts-test.csv"):  # the test split is another file
+        sts(tmp_path, "STSBenchmark")
+
+
 def test_family_scores_with_the_teacher(teacher, tmp_path):
     from ragsafe.evaluation.family import score_retrieval, score_sts
     from ragsafe.evaluation.tasks import Corpus, PairTask, RetrievalTask
@@ -112,7 +134,6 @@ def test_family_scores_with_the_teacher(teacher, tmp_path):
 
 
 def test_write_results_and_a_plot_with_more_embedders_than_colours(tmp_path):
-    import json
     import re
 
     import matplotlib.image

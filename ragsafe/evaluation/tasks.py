@@ -210,6 +210,17 @@ def arguana(data_dir: str | Path | None, doc_words: int | None = None) -> Retrie
     return RetrievalTask("ArguAna", corpus, [queries[q] for q in qids], [judged[q] for q in qids])
 
 
+def pubmedqa(data_dir: str | Path | None, doc_words: int | None = None) -> RetrievalTask:
+    """PubMedQA (PQA-L): a biomedical question must find its own abstract among the 1,000.
+
+    No benchmark reports it and no training pack reads it: a development set, for choices (such as
+    gen_hybrid's β) that must not be made on a benchmark."""
+    rows = json.loads(data_file(data_dir, "medical/pubmedqa/ori_pqal.json").read_text())
+    ids = [f"pmid-{pmid}" for pmid in rows]
+    corpus = Corpus(ids, [_words(" ".join(r["CONTEXTS"]), doc_words) for r in rows.values()])
+    return RetrievalTask("PubMedQA", corpus, [r["QUESTION"] for r in rows.values()], [{i: 1} for i in ids])
+
+
 def _smart(path: Path) -> dict[str, str]:
     """SMART-format records (`.I n` then `.W` text) as {id: text}."""
     out: dict[str, str] = {}
@@ -259,13 +270,15 @@ class PairTask:
 
 
 STS_TASKS = ("STSBenchmark", "STS12", "STS13", "STS14", "STS15", "STS16", "BIOSSES")
+STSB_FILES = {"STSBenchmark": "sts-test.csv", "STSBenchmark-dev": "sts-dev.csv"}  # the dev split: no benchmark's
 
 
 def sts(data_dir: str | Path | None, name: str) -> PairTask:
-    """STS-B test, SemEval STS12-16 (all their scored subsets) or BIOSSES (mean annotator score)."""
+    """STS-B test (or its dev split, "STSBenchmark-dev"), SemEval STS12-16 (all their scored subsets)
+    or BIOSSES (mean annotator score)."""
     first, second, scores = [], [], []
-    if name == "STSBenchmark":
-        for line in data_file(data_dir, "sts/stsbenchmark/sts-test.csv").read_text().splitlines():
+    if name in STSB_FILES:
+        for line in data_file(data_dir, f"sts/stsbenchmark/{STSB_FILES[name]}").read_text().splitlines():
             cols = line.split("\t")
             if len(cols) >= 7:
                 scores.append(float(cols[4]))
@@ -293,7 +306,7 @@ def sts(data_dir: str | Path | None, name: str) -> PairTask:
                     first.append(cols[0])
                     second.append(cols[1])
     else:
-        raise ValueError(f"unknown STS task {name!r}; known: {', '.join(STS_TASKS)}")
+        raise ValueError(f"unknown STS task {name!r}; known: {', '.join([*STS_TASKS, 'STSBenchmark-dev'])}")
     return PairTask(name, first, second, scores)
 
 
