@@ -95,7 +95,7 @@ def test_sts_reader_skips_withheld_subsets(tmp_path):
 
 
 def test_dev_sets_read_pubmedqa_and_the_stsb_dev_split(tmp_path):
-    from ragsafe.evaluation.tasks import pubmedqa, sts
+    from ragsafe.evaluation.tasks import PairTask, pubmedqa, sts
 
     (tmp_path / "medical/pubmedqa").mkdir(parents=True)
     rows = {
@@ -113,6 +113,10 @@ def test_dev_sets_read_pubmedqa_and_the_stsb_dev_split(tmp_path):
     assert (dev.first, dev.second, dev.scores) == (["a cat"], ["a dog"], [3.5])
     with pytest.raises(DataError, match="sts-test.csv"):  # the test split is another file
         sts(tmp_path, "STSBenchmark")
+    benchmark = PairTask("b", ["A  Cat"], ["x"], [1.0])  # case and spacing do not hide a reused sentence
+    two = PairTask("dev", ["a cat", "rain"], ["a dog", "sun"], [3.5, 1.0])
+    clean = two.without_sentences_of([benchmark])
+    assert (clean.first, clean.second, clean.scores) == (["rain"], ["sun"], [1.0])
 
 
 def test_family_scores_with_the_teacher(teacher, tmp_path):

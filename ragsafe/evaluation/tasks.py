@@ -268,9 +268,25 @@ class PairTask:
             [self.scores[i] for i in picked],
         )
 
+    def without_sentences_of(self, others: list[PairTask]) -> PairTask:
+        """The pairs none of whose sentences occurs (case and spacing aside) in the other tasks: STS-B's
+        splits reuse STS12-16 pairs, so a development split must be cleaned of the benchmarks' sentences."""
+        seen = {" ".join(t.lower().split()) for o in others for t in (*o.first, *o.second)}
+        keep = [
+            i
+            for i, (a, b) in enumerate(zip(self.first, self.second, strict=True))
+            if " ".join(a.lower().split()) not in seen and " ".join(b.lower().split()) not in seen
+        ]
+        return PairTask(
+            self.name,
+            [self.first[i] for i in keep],
+            [self.second[i] for i in keep],
+            [self.scores[i] for i in keep],
+        )
+
 
 STS_TASKS = ("STSBenchmark", "STS12", "STS13", "STS14", "STS15", "STS16", "BIOSSES")
-STSB_FILES = {"STSBenchmark": "sts-test.csv", "STSBenchmark-dev": "sts-dev.csv"}  # the dev split: no benchmark's
+STSB_FILES = {"STSBenchmark": "sts-test.csv", "STSBenchmark-dev": "sts-dev.csv"}
 
 
 def sts(data_dir: str | Path | None, name: str) -> PairTask:
