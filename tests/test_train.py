@@ -102,6 +102,21 @@ def test_read_queries_errors(tmp_path):
         read_queries(tmp_path / "q.parquet")
 
 
+def test_every_benchmark_query_set_is_held_out(tmp_path):
+    """Reasoning, retrieval and medical questions too, not only the safety prompts; a missing set is skipped."""
+    (tmp_path / "reasoning/theoremqa").mkdir(parents=True)
+    (tmp_path / "reasoning/theoremqa/theoremqa_test.json").write_text('[{"Question": "What is 2 + 2?"}]')
+    (tmp_path / "wiki_benign").mkdir()
+    xquad = {"data": [{"title": "T", "paragraphs": [{"context": "c", "qas": [{"question": "Who built it?"}]}]}]}
+    (tmp_path / "wiki_benign/xquad.en.json").write_text(json.dumps(xquad))
+    (tmp_path / "medical/medquad").mkdir(parents=True)
+    with gzip.open(tmp_path / "medical/medquad/medquad_answered.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"question": "What is (are) Gout ?", "answer": "a"}) + "\n")
+    queries = [Query(t, "s") for t in ("what is 2+2", "Who built it", "what is (are) gout?", "how do trees grow")]
+    kept, dropped = exclude_held_out(queries, tmp_path)
+    assert dropped == 3 and [q.text for q in kept] == ["how do trees grow"]
+
+
 @pytest.mark.skipif(not has_data(), reason="needs the data dir")
 def test_benchmark_queries_are_filtered_out():
     goal = read_queries(resolve_data_dir(None) / "advbench_ir/harmful_behaviors.csv", "goal")[0]

@@ -17,13 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragsafe.datadir import data_file
+from ragsafe.evaluation.tasks import med, nfcorpus, xquad_queries
 
 FIELDS = ("query", "question", "instruction", "prompt", "goal", "Behavior", "text")
-# Benchmarks whose queries must never be trained on (AdvBench goals also sit inside some safety splits).
+# Benchmarks whose queries must never be trained on (AdvBench goals also sit inside some safety splits;
+# MedQuAD's templated questions recur across its collections, so the unanswered pool repeats a few).
 HELD_OUT_FILES = {
     "advbench_ir/harmful_behaviors.csv": "goal",
     "safety/xstest/xstest_prompts.csv": "prompt",
+    "medical/medquad/medquad_answered.jsonl.gz": "question",
+    "reasoning/theoremqa/theoremqa_test.json": "Question",
+    "arguana_original/arguana_test_queries.jsonl": "text",
+    "classification/banking77/test.csv": "text",
 }
+HELD_OUT_LOADERS = (
+    lambda data_dir: xquad_queries(data_dir, None).queries,
+    lambda data_dir: nfcorpus(data_dir).queries,
+    lambda data_dir: med(data_dir).queries,
+)
 
 
 class QueryFileError(ValueError):
@@ -112,11 +123,16 @@ def held_out_texts(data_dir: str | Path | None) -> set[str]:
         except FileNotFoundError:
             continue
         out.update(normalise(q) for q in read_queries(path, column))
+    for load in HELD_OUT_LOADERS:  # formats read_queries does not take
+        try:
+            out.update(normalise(q) for q in load(data_dir))
+        except FileNotFoundError:
+            continue
     return out
 
 
 def exclude_held_out(queries: list[Query], data_dir: str | Path | None) -> tuple[list[Query], int]:
-    """Drop queries whose normalised text equals a benchmark query (AdvBench goals, XSTest prompts)."""
+    """Drop queries whose normalised text equals a benchmark query (`HELD_OUT_FILES`, `HELD_OUT_LOADERS`)."""
     banned = held_out_texts(data_dir)
     kept = [q for q in queries if normalise(q.text) not in banned]
     return kept, len(queries) - len(kept)
