@@ -137,7 +137,12 @@ def run_audit(cfg: AuditConfig) -> dict:
     except CorpusError as err:
         raise AuditError(str(err)) from err
     if not passages:
-        raise AuditError(f"No readable passages in {cfg.corpus} ({len(report.skipped)} file(s) skipped).")
+        skipped = "; ".join(f"{path}: {why}" for path, why in report.skipped[:5])
+        more = f"; and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else ""
+        raise AuditError(
+            f"No readable passages in {cfg.corpus} ({len(report.skipped)} file(s) skipped"
+            + (f": {skipped}{more})." if skipped else ").")
+        )
     probes = load_probes(cfg.probes)
     labels = load_labels(cfg.labels)
     name = cfg.name or "".join(c if c.isalnum() else "-" for c in Path(cfg.corpus).resolve().name) or "corpus"

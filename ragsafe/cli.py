@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -18,6 +20,30 @@ console = Console()
 @app.callback()
 def main() -> None:
     """ragsafe command line."""
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """End the command with the message, not a traceback, when the input, a file or a setting is wrong.
+
+    ragsafe's own errors and ValueError / FileNotFoundError are about what the user gave; any other
+    RuntimeError (torch, Qdrant) keeps its traceback, which is then the useful part."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not type(err).__module__.startswith("ragsafe."):
+            raise
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from err
+
+
+# train flags -> the TrainConfig fields they set (where the names differ)
+TRAIN_FIELDS = {
+    "queries": ("queries_file", "domain"),
+    "domain": ("domain",),
+    "no_policy": ("policy",),
+    "max_new_tokens": ("generation",),
+}
 
 
 @app.command()
@@ -54,6 +80,7 @@ def explain(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     out: Path = typer.Option(Path("runs/default"), help="Run folder: caches, trainer state, final checkpoint."),
     domain: str | None = typer.Option(None, help="A domain pack in corpora/domains (default, medical) or a pack file."),
     queries: Path | None = typer.Option(None, help="Your own unlabeled queries (.jsonl/.json/.csv/.txt)."),
@@ -82,11 +109,14 @@ def train(
         "answer (its own refusal; benign refusals left out) instead of the raw one.",
     ),
 ) -> None:
-    """Fit the gen tokens self-supervised: the backbone answers the queries, the tokens learn its answers."""
+    """Fit the gen tokens self-supervised: the backbone answers the queries, the tokens learn its answers.
+
+    With --resume, the run goes on with the settings it was started with; of the flags given again,
+    only --steps, --max-minutes, --data-dir, --checkpoint-every and --gen-batch-size may differ."""
     from dataclasses import replace
 
-    from ragsafe.train.config import TrainConfig
-    from ragsafe.train.trainer import Trainer, describe
+    from ragsafe.train.config import TrainConfig, check_resume, read_run_config
+    from ragsafe.train.trainer import Trainer, collect_queries, describe
 
     if domain and queries:
         raise typer.BadParameter("give --domain or --queries, not both")
@@ -115,7 +145,16 @@ def train(
         cfg.policy = None
     elif policy:
         cfg.policy = policy
-    checkpoint = Trainer(cfg).run(resume=resume)
+    with user_errors():
+        saved = read_run_config(out) if resume else None
+        if saved is not None:  # the run's own settings, with what was given again on top
+            # by name: typer vendors its own click, whose enum is not click's
+            given = [p for p in ctx.params if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"]
+            names = {f for p in given if p not in ("out", "resume") for f in TRAIN_FIELDS.get(p, (p,))}
+            cfg = replace(saved, out=out, **{f: getattr(cfg, f) for f in names})
+            check_resume(cfg)
+        collect_queries(cfg)  # a bad query file, pack or data dir fails here, before the backbone loads
+        checkpoint = Trainer(cfg).run(resume=resume)
     card = json.loads((checkpoint / "config.json").read_text())["card"]
     for name, metrics in card["validation"].items():
         console.print(f"[bold]{name:>24}[/]  {describe(metrics)}")
@@ -129,17 +168,14 @@ def calibrate(
     data_dir: Path | None = typer.Option(None, help="Data folder (default: ../shared/data)."),
 ) -> None:
     """Refit a checkpoint's harm probe and gen_hybrid query mix on its own training split (no generation)."""
-    from ragsafe.model.checkpoint import CheckpointError, default_checkpoint_dir
+    from ragsafe.model.checkpoint import default_checkpoint_dir
     from ragsafe.train.trainer import recalibrate
 
     path = checkpoint or default_checkpoint_dir()
     if path is None:
         raise typer.BadParameter("no checkpoint given and none shipped", param_hint="--checkpoint")
-    try:
+    with user_errors():
         fitted = recalibrate(path, run_dir, data_dir)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]{err}[/]")
-        raise typer.Exit(1) from err
     safety, mix = fitted["safety"], fitted["query_mix"]
     if safety.get("direction") is None:
         console.print(f"no harm probe: {safety.get('calibrated_on', 'no calibration')}")
@@ -169,7 +205,7 @@ def index(
     embedders: str = typer.Option("gen_asym,teacher,bm25", help="Comma list; see `ragsafe search --help`."),
     checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
     backbone: str = typer.Option("default", help="Backbone for gen/llm_mean/hyde."),
-    chunk_words: int = typer.Option(200, help="Passage length cap in words."),
+    chunk_words: int = typer.Option(200, min=1, help="Passage length cap in words."),
     index_path: Path | None = typer.Option(
         None, help="Embedded Qdrant folder (default ~/.local/share/ragsafe/qdrant)."
     ),
@@ -194,13 +230,13 @@ def index(
     if not passages:
         console.print(f"[red]No readable text in {corpus}: nothing to index.[/]")
         raise typer.Exit(1)
-    with console.status("loading embedders"):
-        embs = build_embedders(embedders.split(","), str(checkpoint) if checkpoint else None, backbone)
-    idx = _open_index(name, index_path, qdrant_url, api_key_env)
-    added = idx.add(passages, embs)
-    total = idx.count()
+    with user_errors():
+        with console.status("loading embedders"):
+            embs = build_embedders(embedders.split(","), str(checkpoint) if checkpoint else None, backbone)
+        with _open_index(name, index_path, qdrant_url, api_key_env) as idx:
+            added = idx.add(passages, embs)
+            total = idx.count()
     console.print(f"{report.files_read} file(s), {len(passages)} passage(s): added {added}; '{name}' holds {total}.")
-    idx.close()
 
 
 @app.command()
@@ -222,7 +258,7 @@ def search(
     """Search an index with one embedder and show the passages."""
     from ragsafe.embedders.gen import GenEmbedder
     from ragsafe.embedders.registry import build_embedders
-    from ragsafe.index import IndexStoreError, storage_name
+    from ragsafe.index import storage_name
     from ragsafe.retrieval import RefusalScorer, SafeRetriever
 
     if safety not in ("off", "flag", "suppress"):
@@ -233,30 +269,28 @@ def search(
         raise typer.BadParameter("a weight >= 0, for a gen_hybrid embedder", param_hint="--query-mix")
     idx = _open_index(name, index_path, qdrant_url, api_key_env)
     try:
-        if embedder == "bm25":
-            emb = idx.load_bm25()
-        else:
-            with console.status("loading the embedder"):
-                emb = build_embedders(
-                    [embedder], str(checkpoint) if checkpoint else None, backbone, query_mix=query_mix
-                )[0]
-        note = ""
-        if isinstance(emb, GenEmbedder) and safety != "off":
-            scorer = RefusalScorer.for_embedder(emb)
-            if scorer is None:
-                raise ValueError("these gen tokens carry no refusal calibration (untrained?); use --safety off")
-            result = SafeRetriever(idx, emb, scorer, safety).search(query, k)
-            hits = result.hits
-            note = f"refusal score {result.refusal_score:.3f} (suppress threshold {scorer.threshold:.3f})"
-            if result.suppressed:
-                note += ": suppressed, the backbone would refuse this request"
-            elif emb.query_gate is not None and result.refusal_score > scorer.threshold:
-                note += ": above it, so gen_hybrid retrieved with the predicted answer alone"
-        else:
-            hits = idx.search(emb.encode_queries([query])[0], storage_name(emb), k)
-    except (IndexStoreError, ValueError) as err:
-        console.print(f"[red]{err}[/]")
-        raise typer.Exit(1) from err
+        with user_errors():
+            if embedder == "bm25":
+                emb = idx.load_bm25()
+            else:
+                with console.status("loading the embedder"):
+                    emb = build_embedders(
+                        [embedder], str(checkpoint) if checkpoint else None, backbone, query_mix=query_mix
+                    )[0]
+            note = ""
+            if isinstance(emb, GenEmbedder) and safety != "off":
+                scorer = RefusalScorer.for_embedder(emb)
+                if scorer is None:
+                    raise ValueError("these gen tokens carry no refusal calibration (untrained?); use --safety off")
+                result = SafeRetriever(idx, emb, scorer, safety).search(query, k)
+                hits = result.hits
+                note = f"refusal score {result.refusal_score:.3f} (suppress threshold {scorer.threshold:.3f})"
+                if result.suppressed:
+                    note += ": suppressed, the backbone would refuse this request"
+                elif emb.query_gate is not None and result.refusal_score > scorer.threshold:
+                    note += ": above it, so gen_hybrid retrieved with the predicted answer alone"
+            else:
+                hits = idx.search(emb.encode_queries([query])[0], storage_name(emb), k)
     finally:
         idx.close()
     if note:
@@ -290,9 +324,10 @@ def audit(
     name: str | None = typer.Option(None, help="Index name (default: the corpus folder's name)."),
     index_path: Path | None = typer.Option(None, help="Embedded Qdrant folder."),
     qdrant_url: str | None = typer.Option(None, help="A Qdrant server or cluster URL."),
+    api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
 ) -> None:
     """Measure how often harmful queries pull harmful passages out of your corpus, per embedder."""
-    from ragsafe.audit import AuditConfig, AuditError, run_audit
+    from ragsafe.audit import AuditConfig, run_audit
     from ragsafe.report import write_report
 
     cfg = AuditConfig(
@@ -309,12 +344,10 @@ def audit(
         backbone=backbone,
         index_path=index_path,
         qdrant_url=qdrant_url,
+        api_key_env=api_key_env,
     )
-    try:
+    with user_errors():
         summary = run_audit(cfg)
-    except AuditError as err:
-        console.print(f"[red]{err}[/]")
-        raise typer.Exit(1) from err
     table = Table(title=f"harmful exposure@{k} ({summary['harm_source']})")
     table.add_column("embedder")
     table.add_column("exposure", justify="right")

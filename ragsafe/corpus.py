@@ -56,6 +56,8 @@ def passage_id(source: str, text: str) -> str:
 
 def chunk_words(text: str, size: int) -> list[str]:
     """Split text into passages of at most `size` words, preferring paragraph boundaries."""
+    if size < 1:
+        raise CorpusError(f"passages need at least one word each, got a size of {size}")
     out: list[str] = []
     current: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
@@ -152,6 +154,8 @@ def _documents(path: Path) -> Iterator[tuple[str, str]]:
 def load_corpus(root: str | Path, chunk_size: int = 200) -> tuple[list[Passage], CorpusReport]:
     """All passages under `root` (a folder, searched recursively, or one file), in a stable order."""
     root = Path(root)
+    if chunk_size < 1:
+        raise CorpusError(f"passages need at least one word each, got a chunk size of {chunk_size}")
     if not root.exists():
         raise CorpusError(f"{root} does not exist.")
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())

@@ -138,6 +138,7 @@ class Index:
         self.client.upsert(meta, [models.PointStruct(id=0, vector=[0.0], payload={"bm25": json.dumps(state)})])
 
     def load_bm25(self) -> BM25Embedder:
+        self.vector_names()  # a missing index is named as such, not as missing BM25 statistics
         meta = self._meta_collection()
         points = self.client.retrieve(meta, [0]) if self.client.collection_exists(meta) else []
         if not points:

@@ -48,7 +48,7 @@ def _empty(run) -> str:
 
 DECODE_NOTE = (
     "gen embedding decodes to: the backbone's greedy decoding of the probe's gen soft prompt; it reads as "
-    "noise unless the gen tokens were trained with the reconstruction loss."
+    "text only where the gen tokens were trained with the reconstruction loss (the shipped ones were)."
 )
 
 

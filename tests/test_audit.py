@@ -71,6 +71,10 @@ def test_empty_or_missing_corpus_is_a_clear_error(tmp_path):
     assert result.exit_code == 1 and "No readable passages" in result.output
     result = CliRunner().invoke(app, ["audit", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "does not" in result.output and "exist" in result.output
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary/blob.txt").write_bytes(b"\x00\x01\x02")
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "binary"), "--index-path", str(tmp_path / "q")])
+    assert result.exit_code == 1 and "blob.txt: binary file" in " ".join(result.output.split())
 
 
 def test_decode_can_be_turned_off_and_the_report_explains_it(tmp_path, corpus, tiny_dir):

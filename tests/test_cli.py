@@ -45,3 +45,42 @@ def test_clear_errors(tmp_path):
         app, ["calibrate", "--run-dir", str(tmp_path), "--checkpoint", str(tmp_path / "ckpt")]
     )
     assert not_a_checkpoint.exit_code == 1 and "not a ragsafe" in not_a_checkpoint.output
+
+
+def test_user_errors_end_in_one_message_not_a_traceback(tmp_path):
+    args = ["--index-path", str(tmp_path / "q")]
+    unknown = runner.invoke(app, ["index", "corpora/demo", "--name", "d", "--embedders", "teacher,nosuch", *args])
+    assert unknown.exit_code == 1 and "unknown embedder" in unknown.output and unknown.exception.__class__ is SystemExit
+    zero = runner.invoke(app, ["index", "corpora/demo", "--name", "d", "--chunk-words", "0", *args])
+    assert zero.exit_code == 2 and "--chunk-words" in zero.output  # refused, where it used to loop forever
+    no_bm25 = runner.invoke(app, ["search", "nope", "x", "--embedder", "bm25", *args])
+    assert no_bm25.exit_code == 1 and "No index named" in no_bm25.output
+    (tmp_path / "bad.json").write_text('{"query": oops}')
+    bad = runner.invoke(app, ["train", "--queries", str(tmp_path / "bad.json"), "--out", str(tmp_path / "run")])
+    assert bad.exit_code == 1 and "bad.json is not valid JSON" in bad.output.replace("\n", "")
+
+
+def test_resume_goes_on_with_the_runs_own_settings(tmp_path, monkeypatch):
+    from ragsafe.train import trainer
+    from ragsafe.train.config import TrainConfig, write_run_config
+
+    run = tmp_path / "run"
+    (tmp_path / "q.txt").write_text("how do tides work\nwhy is the sky blue\nwhat is rust\nhow do bees fly\n")
+    write_run_config(TrainConfig(out=run, backbone="smollm2", queries_file=tmp_path / "q.txt", domain=None, steps=7))
+    started = []
+
+    class Recorder:  # stands in for the trainer: this test is about which settings reach it
+        def __init__(self, cfg):
+            started.append(cfg)
+
+        def run(self, resume):
+            raise ValueError("recorded")
+
+    monkeypatch.setattr(trainer, "Trainer", Recorder)
+    again = runner.invoke(app, ["train", "--out", str(run), "--resume", "--steps", "9"])
+    assert again.exit_code == 1 and "recorded" in again.output
+    cfg = started[0]
+    assert (cfg.backbone, cfg.queries_file, cfg.domain, cfg.steps) == ("smollm2", tmp_path / "q.txt", None, 9)
+    other = runner.invoke(app, ["train", "--out", str(run), "--resume", "--domain", "medical"])
+    assert other.exit_code == 1 and "started with other settings" in " ".join(other.output.split())
+    assert len(started) == 1

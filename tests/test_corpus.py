@@ -32,6 +32,13 @@ def test_chunking_caps_words_and_keeps_everything():
     assert all(len(c.split()) <= 7 for c in chunk_words("word " * 100, 7))
 
 
+def test_a_chunk_size_below_one_word_is_refused():  # it used to loop forever
+    with pytest.raises(CorpusError, match="at least one word"):
+        chunk_words("a b c", 0)
+    with pytest.raises(CorpusError, match="at least one word"):
+        load_corpus("corpora/demo", chunk_size=-5)
+
+
 def test_bad_files_are_listed_and_skipped(tmp_path):
     (tmp_path / "good.txt").write_text("A fine passage about rivers.")
     (tmp_path / "empty.txt").write_text("   \n")

@@ -218,6 +218,13 @@ def test_run_writes_a_loadable_checkpoint_with_a_card(qwen_tiny, teacher, tmp_pa
     assert read_config(out)["instructions"]["query"]
     config = read_config(out)
     assert "threshold" in config["safety"] and 0.0 <= config["query_mix"]["beta"] <= 2.0
+    from dataclasses import replace
+
+    from ragsafe.train.config import read_run_config
+
+    assert read_run_config(cfg.out) == cfg  # what --resume goes on with
+    with pytest.raises(ValueError, match="lr: 0.0005 -> 1.0"):  # resuming it as another run is refused
+        Trainer(replace(cfg, lr=1.0), qwen_tiny, teacher).run(resume=True)
 
 
 def test_kill_9_during_training_then_resume(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -85,3 +86,35 @@ class TrainConfig:
     def to_dict(self) -> dict:
         out = asdict(self)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
+
+
+RUN_CONFIG = "run_config.json"  # in the run folder: what the run was started with, for --resume
+# what a resumed run may change: how long and how often it goes on, where the data lives, and batch
+# sizes of passes whose results are cached; anything else would make it train something else
+RESUMABLE = ("out", "steps", "max_minutes", "data_dir", "checkpoint_every", "gen_batch_size", "prefix_chunk")
+
+
+def read_run_config(out: Path) -> TrainConfig | None:
+    """The configuration a run folder was started with (None for a new folder or a run older than the file)."""
+    path = Path(out) / RUN_CONFIG
+    return TrainConfig.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def write_run_config(cfg: TrainConfig) -> None:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
+
+
+def check_resume(cfg: TrainConfig) -> None:
+    """Refuse to resume a run with settings it was not started with (it would quietly train something else)."""
+    saved = read_run_config(cfg.out)
+    if saved is None:
+        return
+    old, new = saved.to_dict(), cfg.to_dict()
+    changed = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in old if k not in RESUMABLE and old[k] != new[k]]
+    if changed:
+        raise ValueError(
+            f"{cfg.out} was started with other settings ({'; '.join(changed)}). Resume with the run's own "
+            f"settings (the CLI reads them from {RUN_CONFIG} when only --out and --resume are given), or "
+            "start a new run in another folder."
+        )

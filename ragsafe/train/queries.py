@@ -91,7 +91,10 @@ def read_queries(path: str | Path, field: str | None = None) -> list[str]:
                     if text:
                         out.append(text)
             elif name.endswith((".json", ".json.gz")):
-                records = json.load(f)
+                try:
+                    records = json.load(f)
+                except json.JSONDecodeError as err:
+                    raise QueryFileError(f"{path} is not valid JSON: {err}") from err
                 if not isinstance(records, list):
                     raise QueryFileError(f"{path} must hold a JSON list of queries.")
                 out = [r if isinstance(r, str) else _pick(r, field) or "" for r in records]
