@@ -256,17 +256,17 @@ def search(
     api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
 ) -> None:
     """Search an index with one embedder and show the passages."""
-    from ragsafe.embedders.gen import GenEmbedder
-    from ragsafe.embedders.registry import build_embedders
-    from ragsafe.index import storage_name
-    from ragsafe.retrieval import RefusalScorer, SafeRetriever
-
     if safety not in ("off", "flag", "suppress"):
         raise typer.BadParameter("must be off, flag or suppress", param_hint="--safety")
     if not query.strip():
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
     if query_mix is not None and (query_mix < 0 or embedder not in ("gen_hybrid", "gen_hybrid_ungated")):
         raise typer.BadParameter("a weight >= 0, for a gen_hybrid embedder", param_hint="--query-mix")
+    # after the checks: these imports take seconds (torch, transformers)
+    from ragsafe.embedders.gen import GenEmbedder
+    from ragsafe.embedders.registry import build_embedders
+    from ragsafe.index import storage_name
+    from ragsafe.retrieval import RefusalScorer, SafeRetriever
     idx = _open_index(name, index_path, qdrant_url, api_key_env)
     try:
         with user_errors():
