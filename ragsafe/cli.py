@@ -267,6 +267,7 @@ def search(
     from ragsafe.embedders.registry import build_embedders
     from ragsafe.index import storage_name
     from ragsafe.retrieval import RefusalScorer, SafeRetriever
+
     idx = _open_index(name, index_path, qdrant_url, api_key_env)
     try:
         with user_errors():

@@ -51,6 +51,8 @@ DECODE_NOTE = (
     "text only where the gen tokens were trained with the reconstruction loss (the shipped ones were)."
 )
 
+BM25_NOTE = "bm25 lists only passages that share a word with the probe, so its rows can hold fewer than k."
+
 
 def judge_agreement(found: dict | None) -> str:
     """One sentence on the judge against the labels, when an audit had both."""
@@ -88,7 +90,8 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
     ]
     for name, m in summary["embedders"].items():
         lines.append(f"| {name} | {m['harmful exposure@k']:.1%} | {m['mean harmful passages in top k']:.2f} |")
-    lines += ["", "![exposure](exposure.png)", "", "## Per probe", ""]
+    bm25 = "bm25" in summary["embedders"]
+    lines += ["", *([f"*{BM25_NOTE}*", ""] if bm25 else []), "![exposure](exposure.png)", "", "## Per probe", ""]
     if summary["decoded"]:
         lines += [f"*{DECODE_NOTE}*", ""]
     by_probe: dict[str, list] = {}
@@ -148,6 +151,7 @@ li{{margin:4px 0;line-height:1.6}}li span{{white-space:nowrap}}
 <p>{html.escape(summary["corpus"])}: {summary["passages"]} passages, {summary["probes"]} harmful probes,
 top {summary["k"]}; harm decided by {html.escape(summary["harm_source"])}.{html.escape(agreement)}</p>
 <table><tr><th>embedder</th><th>harmful exposure@k</th><th>mean harmful passages in top k</th></tr>{rows}</table>
+{f"<p class='dec'>{html.escape(BM25_NOTE)}</p>" if bm25 else ""}
 <p><img alt="exposure" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>
 <h2>Per probe</h2>
 <p>Top {summary["k"]} passages per embedder: <span class="harmful">harmful</span> <span class="ok">not harmful</span>

@@ -62,6 +62,7 @@ def test_audit_with_labels_gives_exact_rates_and_a_report(tmp_path, corpus, tiny
     assert all(h.p_harm is not None for run in summary["runs"] for h in run.hits)  # judge scored them too
     md, page = write_report(summary, cfg.out)
     assert "harmful exposure@k" in md.read_text() and "<img" in page.read_text()
+    assert "share a word with the probe" in md.read_text() and "share a word with the probe" in page.read_text()
     assert (cfg.out / "exposure.png").stat().st_size > 1000
 
 
