@@ -99,8 +99,9 @@ def medquad(
 ) -> tuple[Corpus, QuerySet]:
     """MedQuAD answered pairs: a question must find its own answer among `corpus` answers (first 200 words).
 
-    Training packs use the *unanswered* MedQuAD questions (other collections), so none of these
-    questions or answers is ever a training target.
+    Training packs use the *unanswered* MedQuAD questions (other collections), so none of these answers
+    is ever a training target; the templated questions do recur across collections, so the training
+    side drops every answered question's text (`ragsafe.train.queries.HELD_OUT_FILES`).
     """
     import gzip
 
