@@ -123,7 +123,7 @@ def train(
     cfg = TrainConfig(
         out=out,
         domain=None if queries else (domain or "default"),
-        queries_file=queries,
+        queries_file=queries.resolve() if queries else None,  # a resume from another folder finds it
         backbone=backbone,
         teacher=teacher,
         steps=steps,
@@ -132,7 +132,7 @@ def train(
         lr=lr,
         max_queries=max_queries,
         w_recon=w_recon,
-        data_dir=data_dir,
+        data_dir=data_dir.resolve() if data_dir else None,
         gen_batch_size=gen_batch_size,
         head_batch_size=head_batch_size,
         checkpoint_every=checkpoint_every,
@@ -145,16 +145,21 @@ def train(
         cfg.policy = None
     elif policy:
         cfg.policy = policy
-    with user_errors():
+    with user_errors():  # the set-up only: an error inside a long run keeps its traceback
         saved = read_run_config(out) if resume else None
         if saved is not None:  # the run's own settings, with what was given again on top
             # by name: typer vendors its own click, whose enum is not click's
             given = [p for p in ctx.params if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"]
             names = {f for p in given if p not in ("out", "resume") for f in TRAIN_FIELDS.get(p, (p,))}
             cfg = replace(saved, out=out, **{f: getattr(cfg, f) for f in names})
+            if "max_new_tokens" in given:
+                cfg.generation = replace(saved.generation, max_new_tokens=max_new_tokens)
             check_resume(cfg)
+        elif resume and (out / "trainer_state").is_dir():
+            console.print(f"[yellow]{out} has no run_config.json (an older run): resuming with the flags given.[/]")
         collect_queries(cfg)  # a bad query file, pack or data dir fails here, before the backbone loads
-        checkpoint = Trainer(cfg).run(resume=resume)
+        trainer = Trainer(cfg)
+    checkpoint = trainer.run(resume=resume)
     card = json.loads((checkpoint / "config.json").read_text())["card"]
     for name, metrics in card["validation"].items():
         console.print(f"[bold]{name:>24}[/]  {describe(metrics)}")
@@ -268,9 +273,10 @@ def search(
     from ragsafe.index import storage_name
     from ragsafe.retrieval import RefusalScorer, SafeRetriever
 
-    idx = _open_index(name, index_path, qdrant_url, api_key_env)
+    idx = None
     try:
         with user_errors():
+            idx = _open_index(name, index_path, qdrant_url, api_key_env)
             if embedder == "bm25":
                 emb = idx.load_bm25()
             else:
@@ -293,7 +299,8 @@ def search(
             else:
                 hits = idx.search(emb.encode_queries([query])[0], storage_name(emb), k)
     finally:
-        idx.close()
+        if idx is not None:
+            idx.close()
     if note:
         console.print(note)
     table = Table(title=f"{embedder}: top {k} in '{name}'")

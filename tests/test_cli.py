@@ -55,6 +55,8 @@ def test_user_errors_end_in_one_message_not_a_traceback(tmp_path):
     assert zero.exit_code == 2 and "--chunk-words" in zero.output  # refused, where it used to loop forever
     no_bm25 = runner.invoke(app, ["search", "nope", "x", "--embedder", "bm25", *args])
     assert no_bm25.exit_code == 1 and "No index named" in no_bm25.output
+    bad_name = runner.invoke(app, ["search", "bad name", "x", "--embedder", "bm25", *args])
+    assert bad_name.exit_code == 1 and isinstance(bad_name.exception, SystemExit), bad_name.output
     (tmp_path / "bad.json").write_text('{"query": oops}')
     bad = runner.invoke(app, ["train", "--queries", str(tmp_path / "bad.json"), "--out", str(tmp_path / "run")])
     assert bad.exit_code == 1 and "bad.json is not valid JSON" in bad.output.replace("\n", "")
@@ -69,16 +71,19 @@ def test_resume_goes_on_with_the_runs_own_settings(tmp_path, monkeypatch):
     write_run_config(TrainConfig(out=run, backbone="smollm2", queries_file=tmp_path / "q.txt", domain=None, steps=7))
     started = []
 
+    class Recorded(Exception):
+        pass
+
     class Recorder:  # stands in for the trainer: this test is about which settings reach it
         def __init__(self, cfg):
             started.append(cfg)
 
         def run(self, resume):
-            raise ValueError("recorded")
+            raise Recorded
 
     monkeypatch.setattr(trainer, "Trainer", Recorder)
     again = runner.invoke(app, ["train", "--out", str(run), "--resume", "--steps", "9"])
-    assert again.exit_code == 1 and "recorded" in again.output
+    assert isinstance(again.exception, Recorded)  # an error inside the run itself keeps its traceback
     cfg = started[0]
     assert (cfg.backbone, cfg.queries_file, cfg.domain, cfg.steps) == ("smollm2", tmp_path / "q.txt", None, 9)
     other = runner.invoke(app, ["train", "--out", str(run), "--resume", "--domain", "medical"])

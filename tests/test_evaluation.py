@@ -113,10 +113,11 @@ def test_dev_sets_read_pubmedqa_and_the_stsb_dev_split(tmp_path):
     assert (dev.first, dev.second, dev.scores) == (["a cat"], ["a dog"], [3.5])
     with pytest.raises(DataError, match="sts-test.csv"):  # the test split is another file
         sts(tmp_path, "STSBenchmark")
-    benchmark = PairTask("b", ["A  Cat"], ["x"], [1.0])  # case and spacing do not hide a reused sentence
-    two = PairTask("dev", ["a cat", "rain"], ["a dog", "sun"], [3.5, 1.0])
-    clean = two.without_sentences_of([benchmark])
-    assert (clean.first, clean.second, clean.scores) == (["rain"], ["sun"], [1.0])
+    # case, spacing and tokenised punctuation do not hide a reused sentence
+    benchmark = PairTask("b", ["A  Cat"], ["the sun is out ."], [1.0])
+    dev = PairTask("dev", ["a cat", "rain", "The sun is out.", "snow"], ["a dog", "sun", "fog", "ice"], [3.5, 1, 2, 0])
+    clean = dev.without_sentences_of([benchmark])
+    assert (clean.first, clean.second, clean.scores) == (["rain", "snow"], ["sun", "ice"], [1, 0])
 
 
 def test_family_scores_with_the_teacher(teacher, tmp_path):

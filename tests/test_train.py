@@ -225,6 +225,8 @@ def test_run_writes_a_loadable_checkpoint_with_a_card(qwen_tiny, teacher, tmp_pa
     assert read_run_config(cfg.out) == cfg  # what --resume goes on with
     with pytest.raises(ValueError, match="lr: 0.0005 -> 1.0"):  # resuming it as another run is refused
         Trainer(replace(cfg, lr=1.0), qwen_tiny, teacher).run(resume=True)
+    Trainer(replace(cfg, steps=4), qwen_tiny, teacher).run(resume=True)  # more steps may be asked for
+    assert read_run_config(cfg.out).steps == 4  # and a later plain resume keeps them
 
 
 def test_kill_9_during_training_then_resume(tmp_path):

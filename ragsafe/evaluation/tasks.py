@@ -270,13 +270,18 @@ class PairTask:
         )
 
     def without_sentences_of(self, others: list[PairTask]) -> PairTask:
-        """The pairs none of whose sentences occurs (case and spacing aside) in the other tasks: STS-B's
-        splits reuse STS12-16 pairs, so a development split must be cleaned of the benchmarks' sentences."""
-        seen = {" ".join(t.lower().split()) for o in others for t in (*o.first, *o.second)}
+        """The pairs none of whose sentences occurs in the other tasks, compared on letters and digits
+        only (STS12 is tokenised: "a horse ." is STS-B's "A horse."): STS-B's splits reuse STS12-16
+        pairs, so a development split must be cleaned of the benchmarks' sentences."""
+
+        def key(text: str) -> str:
+            return "".join(c for c in text.casefold() if c.isalnum())
+
+        seen = {key(t) for o in others for t in (*o.first, *o.second)}
         keep = [
             i
             for i, (a, b) in enumerate(zip(self.first, self.second, strict=True))
-            if " ".join(a.lower().split()) not in seen and " ".join(b.lower().split()) not in seen
+            if key(a) not in seen and key(b) not in seen
         ]
         return PairTask(
             self.name,

@@ -102,7 +102,9 @@ def read_run_config(out: Path) -> TrainConfig | None:
 
 def write_run_config(cfg: TrainConfig) -> None:
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
+    tmp = cfg.out / f"{RUN_CONFIG}.tmp"  # replaced in one step: other ranks may be reading it
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=2))
+    tmp.replace(cfg.out / RUN_CONFIG)
 
 
 def check_resume(cfg: TrainConfig) -> None:

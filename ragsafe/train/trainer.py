@@ -39,7 +39,7 @@ from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.model.tokens import token_vectors_from_text
 from ragsafe.progress import make_progress
 from ragsafe.train.calibrate import calibrate, card_entries
-from ragsafe.train.config import TrainConfig, check_resume, read_run_config, write_run_config
+from ragsafe.train.config import TrainConfig, check_resume, write_run_config
 from ragsafe.train.domains import DomainPack
 from ragsafe.train.generate import generate_responses, read_cache, response_key
 from ragsafe.train.labels import follow_labels
@@ -462,7 +462,7 @@ class Trainer:
         start = time.time()
         if resume:
             check_resume(self.cfg)
-        if self.rank == 0 and not (resume and read_run_config(self.cfg.out)):
+        if self.rank == 0:  # a resume may only have changed what RESUMABLE allows: keep that (e.g. more steps)
             write_run_config(self.cfg)
         self.prepare()
         initial = self.evaluate()
