@@ -116,7 +116,7 @@ def train(
     from dataclasses import replace
 
     from ragsafe.train.config import TrainConfig, check_resume, read_run_config
-    from ragsafe.train.trainer import Trainer, collect_queries, describe
+    from ragsafe.train.trainer import Trainer, describe
 
     if domain and queries:
         raise typer.BadParameter("give --domain or --queries, not both")
@@ -157,8 +157,7 @@ def train(
             check_resume(cfg)
         elif resume and (out / "trainer_state").is_dir():
             console.print(f"[yellow]{out} has no run_config.json (an older run): resuming with the flags given.[/]")
-        collect_queries(cfg)  # a bad query file, pack or data dir fails here, before the backbone loads
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg)  # reads the queries before it loads the backbone: a bad file fails fast
     checkpoint = trainer.run(resume=resume)
     card = json.loads((checkpoint / "config.json").read_text())["card"]
     for name, metrics in card["validation"].items():

@@ -179,6 +179,8 @@ def init_distributed():
 class Trainer:
     def __init__(self, cfg: TrainConfig, backbone: Backbone | None = None, teacher: TeacherEmbedder | None = None):
         self.cfg = cfg
+        # first: a bad query file, pack or data dir fails here, before the backbone loads or a folder appears
+        self.collected = collect_queries(cfg)
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.backbone = backbone or load_backbone(cfg.backbone)
         self.teacher = teacher or TeacherEmbedder(cfg.teacher)
@@ -208,7 +210,7 @@ class Trainer:
 
     def _prepare(self) -> None:
         torch.manual_seed(self.cfg.seed)
-        self.examples, self.instructions = prepare_examples(self.cfg, self.backbone, self.teacher)
+        self.examples, self.instructions = prepare_examples(self.cfg, self.backbone, self.teacher, self.collected)
         gen_cfg = GenConfig(
             out_dim=self.teacher.dim,
             num_tokens=self.cfg.num_tokens,
