@@ -218,7 +218,7 @@ def index(
 ) -> None:
     """Read a corpus, chunk it and index it in Qdrant (idempotent: a rerun adds only what is missing)."""
     from ragsafe.corpus import CorpusError, load_corpus
-    from ragsafe.embedders.registry import build_embedders
+    from ragsafe.embedders.base import stored_vector
 
     try:
         passages, report = load_corpus(corpus, chunk_words)
@@ -234,12 +234,17 @@ def index(
     if not passages:
         console.print(f"[red]No readable text in {corpus}: nothing to index.[/]")
         raise typer.Exit(1)
-    with user_errors():
-        with console.status("loading embedders"):
-            embs = build_embedders(embedders.split(","), str(checkpoint) if checkpoint else None, backbone)
-        with _open_index(name, index_path, qdrant_url, api_key_env) as idx:
+    names = embedders.split(",")
+    with user_errors(), _open_index(name, index_path, qdrant_url, api_key_env) as idx:
+        added = 0
+        # an unchanged corpus needs no models: loading the backbone alone takes longer than the check
+        if not idx.holds(passages, {stored_vector(n) for n in names}):
+            from ragsafe.embedders.registry import build_embedders
+
+            with console.status("loading embedders"):
+                embs = build_embedders(names, str(checkpoint) if checkpoint else None, backbone)
             added = idx.add(passages, embs)
-            total = idx.count()
+        total = idx.count()
     console.print(f"{report.files_read} file(s), {len(passages)} passage(s): added {added}; '{name}' holds {total}.")
 
 

@@ -158,6 +158,14 @@ class Index:
             out.extend(q for q in chunk if point_id(q.id) not in found)
         return out
 
+    def holds(self, passages: list[Passage], vectors: set[str]) -> bool:
+        """Whether every passage is stored with all these named vectors, so a rerun has nothing to embed."""
+        if not self.exists() or not vectors <= set(self.vector_names()):
+            return False
+        if "bm25" in vectors and not self.client.collection_exists(self._meta_collection()):
+            return False
+        return not self.missing(passages)
+
     def add(self, passages: list[Passage], embedders: list[Embedder], batch_size: int = 64, show_progress=True) -> int:
         """Embed and upsert the passages not stored yet; returns how many were added."""
         if not passages:

@@ -11,6 +11,21 @@ def test_every_verb_has_help():
         assert result.exit_code == 0 and "Usage" in result.output
 
 
+def test_reindexing_an_unchanged_corpus_loads_no_model(tmp_path, monkeypatch):
+    args = ["index", "corpora/demo", "--name", "demo", "--embedders", "gen_asym,bm25", "--index-path", str(tmp_path)]
+    # the stored vectors gen_asym needs are the teacher's, so a teacher+bm25 index already holds them
+    first = runner.invoke(app, [*args[:4], "--embedders", "teacher,bm25", *args[6:]])
+    assert first.exit_code == 0, first.output
+
+    def no_models(*_, **__):
+        raise AssertionError("models loaded for a corpus the index already holds")
+
+    monkeypatch.setattr("ragsafe.embedders.registry.build_embedders", no_models)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "added 0" in again.output and "holds 10" in again.output
+
+
 def test_index_then_search_with_teacher_and_bm25(tmp_path):
     args = ["--index-path", str(tmp_path / "q")]
     first = runner.invoke(app, ["index", "corpora/demo", "--name", "demo", "--embedders", "teacher,bm25", *args])

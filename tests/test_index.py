@@ -29,6 +29,17 @@ def test_index_is_idempotent_and_searchable(tmp_path, demo, teacher):
     idx.close()
 
 
+def test_holds_says_whether_a_rerun_has_anything_to_embed(tmp_path, demo, teacher):
+    idx = Index("demo", path=tmp_path)
+    assert not idx.holds(demo, {"teacher"})  # no collection yet
+    idx.add(demo[:-1], [teacher, BM25Embedder()], show_progress=False)
+    assert not idx.holds(demo, {"teacher", "bm25"})  # one passage missing
+    idx.add(demo, [teacher, BM25Embedder()], show_progress=False)
+    assert idx.holds(demo, {"teacher", "bm25"})
+    assert not idx.holds(demo, {"teacher", "llm_mean"})  # a vector the collection does not store
+    idx.close()
+
+
 def test_gen_asym_shares_the_teacher_vectors(tmp_path, demo, teacher, qwen_tiny):
     gen = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher)
     idx = Index("demo", path=tmp_path)

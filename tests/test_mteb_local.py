@@ -1,10 +1,8 @@
-"""The mteb adapter of benchmarks/mteb_local.py on a tiny in-memory STS task (skipped without mteb)."""
+"""The mteb adapter of benchmarks/mteb_local.py on a tiny in-memory STS task (mteb is a dev dependency)."""
 
 from __future__ import annotations
 
 import pytest
-
-pytest.importorskip("mteb")
 
 PAIRS = [
     ("A man is playing a guitar.", "A person plays the guitar.", 4.8),

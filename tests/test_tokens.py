@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from ragsafe.model.tokens import (
-    check_texts,
     init_token_vectors,
     position_ids,
     token_vectors_from_text,
     tokenize_texts,
 )
+from ragsafe.texts import check_texts
 
 
 def test_left_padding_and_truncation(qwen_tiny):

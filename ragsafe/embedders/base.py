@@ -34,3 +34,13 @@ def scores(queries: Vectors, documents: Vectors) -> np.ndarray:
     """(Nq, Nd) dot-product scores for dense or sparse vectors."""
     out = queries @ documents.T
     return np.asarray(out.todense() if sp.issparse(out) else out, dtype=np.float32)
+
+
+def document_side(name: str) -> str:
+    """Which encoder embeds an embedder's documents: the asymmetric and hybrid ones use the teacher's."""
+    return "teacher" if "asym" in name or "hybrid" in name else "gen"
+
+
+def stored_vector(name: str) -> str:
+    """The index's named vector an embedder searches, known from its name alone (nothing is loaded)."""
+    return "teacher" if document_side(name) == "teacher" else name

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from rank_bm25 import BM25Okapi
 
-from ragsafe.model.tokens import check_texts
+from ragsafe.texts import check_texts
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 

@@ -13,8 +13,8 @@ import numpy as np
 from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.model.backbone import Backbone
 from ragsafe.model.chat import GenerationSettings, chat_generate
-from ragsafe.model.tokens import check_texts
 from ragsafe.progress import progress_batches
+from ragsafe.texts import check_texts
 
 
 class HyDEEmbedder:

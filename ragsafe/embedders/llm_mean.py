@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from ragsafe.model.backbone import Backbone
-from ragsafe.model.tokens import TextBatch, check_texts, position_ids, tokenize_texts
+from ragsafe.model.tokens import TextBatch, position_ids, tokenize_texts
 from ragsafe.progress import progress_batches
+from ragsafe.texts import check_texts
 
 
 class LLMMeanEmbedder:

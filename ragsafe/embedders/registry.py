@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ragsafe.embedders.base import Embedder
+from ragsafe.embedders.base import Embedder, document_side
 from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.embedders.gen import GenEmbedder, fitted_query_mix
 from ragsafe.embedders.hyde import HyDEEmbedder
@@ -49,7 +49,7 @@ def build_embedders(
     hyde_settings = hyde_settings or GenerationSettings(max_new_tokens=48)
     out: list[Embedder] = []
     for name in names:
-        documents = "teacher" if "asym" in name or "hybrid" in name else "gen"
+        documents = document_side(name)
         if name == "bm25":
             out.append(BM25Embedder())
         elif name == "teacher":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragsafe.model.tokens import check_texts
+from ragsafe.texts import check_texts
 
 DEFAULT_TEACHER = "minilm"
 

@@ -19,8 +19,9 @@ from torch import nn
 
 from ragsafe.model.backbone import Backbone
 from ragsafe.model.chat import GenerationSettings, generate_from_embeds
-from ragsafe.model.tokens import TextBatch, check_texts, init_token_vectors, position_ids, tokenize_texts
+from ragsafe.model.tokens import TextBatch, init_token_vectors, position_ids, tokenize_texts
 from ragsafe.progress import progress_batches
+from ragsafe.texts import check_texts
 
 
 @dataclass
