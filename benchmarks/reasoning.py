@@ -47,6 +47,12 @@ def main(
     built = build_embedders(embedders.split(","), checkpoint)
     runs = [(emb, emb.name, None) for emb in built]
     runs += [(emb, f"{emb.name} + task instruction", TASK_INSTRUCTION) for emb in built if emb.name == "gen_asym"]
+    hyde = next((e for e in built if isinstance(e, HyDEEmbedder) and e.name == "hyde"), None)
+    if hyde is not None:  # the instruction asked of the backbone itself: what it does to a real answer
+        instructed = HyDEEmbedder(
+            hyde.backbone, hyde.teacher, settings=hyde.settings, query_instruction=TASK_INSTRUCTION
+        )
+        runs.append((instructed, "hyde + task instruction", None))
     for emb, name, instruction in runs:
         with query_instruction(emb, instruction):
             slow = isinstance(emb, HyDEEmbedder)
@@ -71,8 +77,8 @@ def main(
     }
     notes = (
         "nDCG@10 (one relevant theorem per question). HyDE rows cover fewer questions, so compare them with "
-        "care. Levers: '+ task instruction' replaces the shipped query instruction; hyde vs hyde_policy "
-        "shows the response policy."
+        "care. Levers: '+ task instruction' replaces the shipped query instruction (for HyDE: is put in front of "
+        "the question the backbone answers); hyde vs hyde_policy shows the response policy."
     )
     write_results(out, "reasoning", rows, meta, notes)
     write_plot(out, "reasoning", rows, ["nDCG@10"], "TheoremQA question -> theorem (nDCG@10)")

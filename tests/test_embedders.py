@@ -8,6 +8,7 @@ from ragsafe.embedders.bm25 import BM25Embedder, bm25_tokenize
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
+from ragsafe.evaluation.doc_cache import embedder_identity
 from ragsafe.model.chat import GenerationSettings, chat_generate_ids
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 
@@ -87,6 +88,17 @@ def test_hyde_embeds_the_generated_answer(qwen_tiny, teacher):
     vectors = hyde.encode_queries(QUERIES)
     assert len(hyde.last_answers) == 2
     assert np.allclose(vectors, teacher.embed(hyde.last_answers), atol=1e-6)
+
+
+def test_hyde_asks_the_backbone_with_its_query_instruction(qwen_tiny, teacher):
+    settings = GenerationSettings(max_new_tokens=5)
+    plain = HyDEEmbedder(qwen_tiny, teacher, settings=settings)
+    instructed = HyDEEmbedder(qwen_tiny, teacher, settings=settings, query_instruction="Name the theorem:")
+    instructed.encode_queries(QUERIES)
+    assert instructed.last_answers == plain.answers([f"Name the theorem: {q}" for q in QUERIES])
+    # cached query vectors never mix instructions; the documents are the teacher's either way
+    assert embedder_identity(instructed, "queries") != embedder_identity(plain, "queries")
+    assert embedder_identity(instructed, "documents") == embedder_identity(plain, "documents")
 
 
 def test_gen_asymmetric_needs_a_matching_teacher(qwen_tiny, teacher):

@@ -28,8 +28,10 @@ class HyDEEmbedder:
         system: str | None = None,
         settings: GenerationSettings | None = None,
         batch_size: int = 16,
+        query_instruction: str | None = None,
     ) -> None:
         self.backbone, self.teacher, self.system = backbone, teacher, system
+        self.query_instruction = query_instruction  # put in front of every query the backbone answers
         self.settings = settings or GenerationSettings()
         self.batch_size = batch_size
         self.last_answers: list[str] = []
@@ -47,7 +49,7 @@ class HyDEEmbedder:
         return out
 
     def encode_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
-        self.last_answers = self.answers(texts, instruction)
+        self.last_answers = self.answers(texts, instruction or self.query_instruction)
         return self.teacher.embed(self.last_answers)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:

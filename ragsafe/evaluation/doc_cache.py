@@ -33,7 +33,8 @@ def embedder_identity(emb: Embedder, side: str = "documents") -> str:
             digest.update(value.detach().cpu().numpy().tobytes())
         return f"gen:{digest.hexdigest()[:16]}"
     if isinstance(emb, HyDEEmbedder):  # queries: the generated answer depends on backbone, policy, settings
-        return f"hyde:{emb.backbone.fingerprint[:16]}|{emb.system}|{emb.settings}|{emb.teacher.spec}"
+        identity = f"hyde:{emb.backbone.fingerprint[:16]}|{emb.system}|{emb.settings}|{emb.teacher.spec}"
+        return identity + (f"|{emb.query_instruction}" if emb.query_instruction else "")
     if isinstance(emb, LLMMeanEmbedder):
         return f"llm_mean:{emb.backbone.fingerprint[:16]}"
     return emb.name
