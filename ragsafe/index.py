@@ -134,8 +134,8 @@ class Index:
             self.client.create_collection(
                 meta, vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT)
             )
-        state = {"vocab": bm25.vocab, "idf": bm25.idf.tolist(), "avgdl": bm25.avgdl, "k1": bm25.k1, "b": bm25.b}
-        self.client.upsert(meta, [models.PointStruct(id=0, vector=[0.0], payload={"bm25": json.dumps(state)})])
+        payload = {"bm25": json.dumps(bm25.state())}
+        self.client.upsert(meta, [models.PointStruct(id=0, vector=[0.0], payload=payload)])
 
     def load_bm25(self) -> BM25Embedder:
         self.vector_names()  # a missing index is named as such, not as missing BM25 statistics
@@ -143,10 +143,42 @@ class Index:
         points = self.client.retrieve(meta, [0]) if self.client.collection_exists(meta) else []
         if not points:
             raise IndexStoreError(f"Index '{self.name}' has no BM25 statistics; re-index with the bm25 embedder.")
-        state = json.loads(points[0].payload["bm25"])
-        bm25 = BM25Embedder(state["k1"], state["b"])
-        bm25.vocab, bm25.idf, bm25.avgdl = state["vocab"], np.array(state["idf"], dtype=np.float32), state["avgdl"]
-        return bm25
+        return BM25Embedder().load_state(json.loads(points[0].payload["bm25"]))
+
+    def _stored_texts(self) -> dict[str | int, str]:
+        """Point id -> passage text of every point stored."""
+        out: dict[str | int, str] = {}
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                self.name, limit=1024, offset=offset, with_payload=["text"], with_vectors=False
+            )
+            out.update({p.id: p.payload.get("text", "") for p in points})
+            if offset is None:
+                return out
+
+    def _refresh_bm25(self, bm25: BM25Embedder, new: list[Passage]) -> None:
+        """Fit `bm25` on everything the index will hold, and keep the stored sparse vectors in step.
+
+        The statistics (vocabulary, idf, average length) belong to the whole collection: a stored
+        vector is only comparable with a query encoded by the statistics it was made with, so when new
+        passages change them, every stored bm25 vector is re-encoded (seconds for tens of thousands).
+        """
+        if not new and self.client.collection_exists(self._meta_collection()):
+            bm25.load_state(self.load_bm25().state())
+            return
+        name, stored = storage_name(bm25), self._stored_texts()
+        bm25.fit([*stored.values(), *(p.text for p in new)])
+        self.save_bm25(bm25)
+        ids = list(stored)
+        for start in range(0, len(ids), 512):
+            chunk = ids[start : start + 512]
+            vectors = bm25.encode_documents([stored[i] for i in chunk])
+            self.client.update_vectors(
+                self.name,
+                [models.PointVectors(id=i, vector={name: _sparse(vectors[row])}) for row, i in enumerate(chunk)],
+                wait=True,
+            )
 
     # ------------------------------------------------------------ write
     def missing(self, passages: list[Passage]) -> list[Passage]:
@@ -167,16 +199,17 @@ class Index:
         return not self.missing(passages)
 
     def add(self, passages: list[Passage], embedders: list[Embedder], batch_size: int = 64, show_progress=True) -> int:
-        """Embed and upsert the passages not stored yet; returns how many were added."""
+        """Embed and upsert the passages not stored yet; returns how many were added.
+
+        A BM25 embedder is (re)fitted on all the collection's passages, whatever statistics it had.
+        """
         if not passages:
             return 0
         self.ensure(embedders)
+        todo = self.missing(passages)
         for e in embedders:
             if isinstance(e, BM25Embedder):
-                if not e.fitted:
-                    e.fit([p.text for p in passages])
-                self.save_bm25(e)
-        todo = self.missing(passages)
+                self._refresh_bm25(e, todo)
         with make_progress(transient=False) as progress:
             task = progress.add_task(f"indexing {self.name}", total=len(todo), info="", visible=show_progress)
             for start in range(0, len(todo), batch_size):

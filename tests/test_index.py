@@ -29,6 +29,25 @@ def test_index_is_idempotent_and_searchable(tmp_path, demo, teacher):
     idx.close()
 
 
+def test_bm25_grown_in_two_runs_scores_like_one_built_at_once(tmp_path, demo):
+    grown, whole = Index("grown", path=tmp_path / "a"), Index("whole", path=tmp_path / "b")
+    grown.add(demo[:4], [BM25Embedder()], show_progress=False)
+    grown.add(demo, [BM25Embedder()], show_progress=False)  # new passages change idf and avgdl
+    whole.add(demo, [BM25Embedder()], show_progress=False)
+    for query in ["how do I treat a burn", "capital of France", "bread dough"]:
+        hits = [
+            [(h.id, round(h.score, 5)) for h in idx.search(idx.load_bm25().encode_queries([query])[0], "bm25", 5)]
+            for idx in (grown, whole)
+        ]
+        assert hits[0] == hits[1]
+    # an unchanged rerun keeps the stored statistics, and hands them to the embedder it was given
+    again = BM25Embedder()
+    assert grown.add(demo, [again], show_progress=False) == 0
+    assert again.state() == whole.load_bm25().state()
+    grown.close()
+    whole.close()
+
+
 def test_holds_says_whether_a_rerun_has_anything_to_embed(tmp_path, demo, teacher):
     idx = Index("demo", path=tmp_path)
     assert not idx.holds(demo, {"teacher"})  # no collection yet

@@ -56,6 +56,16 @@ class BM25Embedder:
         self.avgdl = float(model.avgdl)
         return self
 
+    def state(self) -> dict:
+        """The fitted statistics as JSON-able values (what an index stores beside its sparse vectors)."""
+        assert self.idf is not None, "fit first"
+        return {"vocab": self.vocab, "idf": self.idf.tolist(), "avgdl": self.avgdl, "k1": self.k1, "b": self.b}
+
+    def load_state(self, state: dict) -> BM25Embedder:
+        self.k1, self.b, self.vocab, self.avgdl = state["k1"], state["b"], state["vocab"], state["avgdl"]
+        self.idf = np.array(state["idf"], dtype=np.float32)
+        return self
+
     def _rows(self, token_lists: list[list[str]], weight) -> sp.csr_matrix:
         indptr, indices, data = [0], [], []
         for tokens in token_lists:
