@@ -11,20 +11,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from ragsafe.corpus import CorpusError, load_corpus
+from ragsafe.corpus import CorpusError, Passage, load_corpus
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.registry import build_embedders
-from ragsafe.index import Index, storage_name
+from ragsafe.index import Index, point_id, storage_name
 from ragsafe.judge import HarmJudge, Judge, RefusalJudge
 from ragsafe.model.chat import GenerationSettings
 from ragsafe.model.checkpoint import CheckpointError
 from ragsafe.retrieval import RefusalScorer, shared_teacher_vectors
-from ragsafe.train.queries import read_queries
+from ragsafe.train.queries import FIELDS, pick_query, read_queries
 
 JudgeKind = Literal["probe", "prompt", "off"]
 PROBES = Path(__file__).resolve().parents[1] / "corpora" / "probes" / "harmful_probes.jsonl"
@@ -70,15 +71,31 @@ class ProbeRun:
 
 
 def load_probes(path: Path | None) -> list[dict]:
+    """Probes with ids and categories: .jsonl rows ({"id", "category", "query" | "prompt" | ...}), or any
+    file `read_queries` takes (.txt, .json, .csv), numbered in file order."""
     path = path or PROBES
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        probes = [
-            {"id": r.get("id", str(i)), "category": r.get("category", ""), "query": r["query"]}
-            for i, r in enumerate(rows)
-        ]
-    else:
+    if not path.is_file():
+        raise AuditError(f"Probe file {path} does not exist.")
+    if path.suffix != ".jsonl":
         probes = [{"id": str(i), "category": "", "query": q} for i, q in enumerate(read_queries(path))]
+    else:
+        probes = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise AuditError(f"{path}:{n} is not valid JSON: {err}") from err
+            query = row if isinstance(row, str) else pick_query(row, None) if isinstance(row, dict) else None
+            if not query:
+                raise AuditError(f"{path}:{n} has no query (a string, or a field named one of {FIELDS}).")
+            meta = row if isinstance(row, dict) else {}
+            probes.append({"id": str(meta.get("id", n)), "category": meta.get("category", ""), "query": query})
+    ids = [p["id"] for p in probes]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise AuditError(f"{path}: probe ids must be unique; repeated: {', '.join(repeated[:5])}.")
     if not probes:
         raise AuditError(f"No probes in {path}.")
     return probes
@@ -91,10 +108,57 @@ def load_labels(path: Path | None) -> set[str]:
     if not path.is_file():
         raise AuditError(f"Labels file {path} does not exist.")
     text = path.read_text()
-    if path.suffix in (".jsonl", ".json"):
-        rows = json.loads(text) if path.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
-        return {str(r["id"] if isinstance(r, dict) else r) for r in rows}
-    return {line.strip() for line in text.splitlines() if line.strip()}
+    try:
+        if path.suffix == ".json":
+            rows = json.loads(text)
+        elif path.suffix == ".jsonl":
+            rows = [json.loads(x) for x in text.splitlines() if x.strip()]
+        else:
+            return {line.strip() for line in text.splitlines() if line.strip()}
+    except json.JSONDecodeError as err:
+        raise AuditError(f"{path} is not valid JSON: {err}") from err
+    rows = rows if isinstance(rows, list) else [rows]
+    for n, r in enumerate(rows, 1):
+        if isinstance(r, dict) and "id" not in r:
+            raise AuditError(f"{path}: entry {n} has no 'id' (a passage id or a source file of the corpus).")
+    return {str(r["id"] if isinstance(r, dict) else r) for r in rows}
+
+
+def match_labels(labels: set[str], passages: list[Passage], corpus: Path, path: Path | None) -> tuple[set, list]:
+    """(harmful passage ids, labels that name nothing in the corpus). A label is a passage id, or a file:
+    relative to the corpus root as the index stores it, or any path that points into the corpus."""
+    if not labels:
+        return set(), []
+    base = corpus.resolve() if corpus.is_dir() else corpus.resolve().parent
+    by_source: dict[str, list[str]] = {}
+    for p in passages:
+        by_source.setdefault(p.source, []).append(p.id)
+    ids = {p.id for p in passages}
+    harmful, unmatched = set(), []
+    for label in sorted(labels):
+        source = label
+        if label not in ids and label not in by_source and Path(label).exists():
+            resolved = Path(label).resolve()
+            source = str(resolved.relative_to(base)) if resolved.is_relative_to(base) else label
+        if label in ids:
+            harmful.add(label)
+        elif source in by_source:
+            harmful.update(by_source[source])
+        else:
+            unmatched.append(label)
+    if len(unmatched) == len(labels):
+        raise AuditError(
+            f"None of the {len(labels)} labels in {path} names a passage id or a file of {corpus} "
+            f"(files are named relative to the corpus, e.g. {passages[0].source!r}; first label: {unmatched[0]!r})."
+        )
+    return harmful, unmatched
+
+
+def index_name(corpus: Path) -> str:
+    """The corpus folder's name plus a hash of its full path: two folders called `docs` never share an index."""
+    resolved = Path(corpus).resolve()
+    stem = "".join(c if c.isalnum() else "-" for c in resolved.name) or "corpus"
+    return f"{stem}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
 
 
 def build_judge(kind: JudgeKind, embedders: list, checkpoint: str | None, backbone: str) -> Judge | None:
@@ -145,11 +209,13 @@ def run_audit(cfg: AuditConfig) -> dict:
         )
     probes = load_probes(cfg.probes)
     labels = load_labels(cfg.labels)
-    name = cfg.name or "".join(c if c.isalnum() else "-" for c in Path(cfg.corpus).resolve().name) or "corpus"
+    harmful_ids, unmatched = match_labels(labels, passages, Path(cfg.corpus), cfg.labels)
+    name = cfg.name or index_name(cfg.corpus)
     embedders = build_embedders(cfg.embedders, cfg.checkpoint, cfg.backbone)
     judge = build_judge(cfg.judge, embedders, cfg.checkpoint, cfg.backbone)  # before the slow part: fail fast
     runs: list[ProbeRun] = []
-    by_id = {p.id: p for p in passages}
+    # the index may hold more than this corpus (a shared --name, files deleted since): only its passages count
+    corpus_points = [point_id(p.id) for p in passages]
     with Index(name, path=cfg.index_path, url=cfg.qdrant_url, api_key_env=cfg.api_key_env) as index:
         index.add(passages, embedders)
         bm25_stats = index.load_bm25() if any(e.name == "bm25" for e in embedders) else None
@@ -167,7 +233,7 @@ def run_audit(cfg: AuditConfig) -> dict:
             else:
                 vectors = (bm25_stats if emb.name == "bm25" else emb).encode_queries(queries)
             for i, (probe, vector) in enumerate(zip(probes, vectors, strict=True)):
-                hits = index.search(vector, storage_name(emb), cfg.k)
+                hits = index.search(vector, storage_name(emb), cfg.k, only=corpus_points)
                 retrieved = [Retrieved(h.id, str(h.metadata.get("source", "")), h.score, h.text) for h in hits]
                 runs.append(ProbeRun(probe, emb.name, retrieved))
                 if blocked is not None:  # what SafeRetriever(mode="suppress") would return
@@ -176,7 +242,7 @@ def run_audit(cfg: AuditConfig) -> dict:
     unique = {r.passage_id: r for run in runs for r in run.hits}
     for pid, r in unique.items():
         if labels:
-            r.harmful = pid in labels or (by_id.get(pid) is not None and by_id[pid].source in labels)
+            r.harmful = pid in harmful_ids
     judge_vs_labels = None
     if judge is not None:
         todo = list(unique)
@@ -207,16 +273,18 @@ def run_audit(cfg: AuditConfig) -> dict:
         "k": cfg.k,
         "harm_source": "labels" if labels else (f"judge: {judge.name}" if judge else "none"),
         "judge_vs_labels": judge_vs_labels,
+        "unmatched_labels": unmatched,
         "embedders": {},
         "runs": runs,
         "decoded": decoded,
     }
+    known = summary["harm_source"] != "none"  # with neither labels nor a judge, exposure is unknown, not 0
     for run_name in dict.fromkeys(r.embedder for r in runs):
         mine = [r for r in runs if r.embedder == run_name]
         exposed = [any(h.harmful for h in r.hits) for r in mine]
         counts = [sum(bool(h.harmful) for h in r.hits) for r in mine]
         summary["embedders"][run_name] = {
-            "harmful exposure@k": sum(exposed) / len(mine),
-            "mean harmful passages in top k": sum(counts) / len(mine),
+            "harmful exposure@k": sum(exposed) / len(mine) if known else None,
+            "mean harmful passages in top k": sum(counts) / len(mine) if known else None,
         }
     return summary

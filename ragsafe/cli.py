@@ -333,14 +333,16 @@ def audit(
     decode: bool = typer.Option(True, help="Decode each probe's predicted response (the slow part on a CPU)."),
     checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
     backbone: str = typer.Option("default", help="Backbone for gen and the judge."),
-    name: str | None = typer.Option(None, help="Index name (default: the corpus folder's name)."),
+    name: str | None = typer.Option(
+        None, help="Index name (default: the corpus folder's name and a hash of its path)."
+    ),
     index_path: Path | None = typer.Option(None, help="Embedded Qdrant folder."),
     qdrant_url: str | None = typer.Option(None, help="A Qdrant server or cluster URL."),
     api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
 ) -> None:
     """Measure how often harmful queries pull harmful passages out of your corpus, per embedder."""
     from ragsafe.audit import AuditConfig, run_audit
-    from ragsafe.report import write_report
+    from ragsafe.report import as_mean, as_share, write_report
 
     cfg = AuditConfig(
         corpus=corpus,
@@ -365,7 +367,7 @@ def audit(
     table.add_column("exposure", justify="right")
     table.add_column("harmful per probe", justify="right")
     for emb_name, m in summary["embedders"].items():
-        table.add_row(emb_name, f"{m['harmful exposure@k']:.1%}", f"{m['mean harmful passages in top k']:.2f}")
+        table.add_row(emb_name, as_share(m["harmful exposure@k"]), as_mean(m["mean harmful passages in top k"]))
     console.print(table)
     md, page = write_report(summary, out)
     console.print(f"report: {md} and {page}")

@@ -238,13 +238,17 @@ class Index:
         return self.client.count(self.name, exact=True).count
 
     # ------------------------------------------------------------ read
-    def search(self, query_vector, embedder_name: str, k: int = 10) -> list[Hit]:
+    def search(self, query_vector, embedder_name: str, k: int = 10, only: list[str] | None = None) -> list[Hit]:
+        """The k nearest passages; `only`: point ids (`point_id(passage id)`) to search among."""
         if embedder_name not in self.vector_names():
             raise IndexStoreError(
                 f"Index '{self.name}' has no '{embedder_name}' vectors (has {sorted(self.vector_names())})."
             )
         query = _sparse(query_vector) if sp.issparse(query_vector) else np.asarray(query_vector).ravel().tolist()
-        result = self.client.query_points(self.name, query=query, using=embedder_name, limit=k, with_payload=True)
+        among = None if only is None else models.Filter(must=[models.HasIdCondition(has_id=only)])
+        result = self.client.query_points(
+            self.name, query=query, using=embedder_name, limit=k, with_payload=True, query_filter=among
+        )
         return [
             Hit(
                 id=point.payload.get("passage_id", str(point.id)),

@@ -13,6 +13,14 @@ matplotlib.use("Agg")  # no display here or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def as_share(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def as_mean(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def exposure_plot(summary: dict) -> bytes:
     names = list(summary["embedders"])
     values = [summary["embedders"][n]["harmful exposure@k"] for n in names]
@@ -51,6 +59,8 @@ DECODE_NOTE = (
     "text only where the gen tokens were trained with the reconstruction loss (the shipped ones were)."
 )
 
+UNKNOWN_NOTE = "Harm unknown (--judge off, no --labels): the passages are listed, nothing is counted."
+UNMATCHED_NOTE = "{} label(s) named no passage or file of this corpus and were ignored: {}."
 BM25_NOTE = "bm25 lists only passages that share a word with the probe, so its rows can hold fewer than k."
 
 
@@ -76,8 +86,11 @@ def _mark(harmful: bool | None) -> str:
 def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    png = exposure_plot(summary)
-    (out / "exposure.png").write_bytes(png)
+    # without labels or a judge nothing is known to be harmful: no bars that would read as 0 %
+    known = summary["harm_source"] != "none"
+    png = exposure_plot(summary) if known else b""
+    if known:
+        (out / "exposure.png").write_bytes(png)
     agreement = judge_agreement(summary.get("judge_vs_labels"))
     lines = [
         f"# ragsafe audit: {summary['corpus']}",
@@ -89,9 +102,15 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
         "| --- | --- | --- |",
     ]
     for name, m in summary["embedders"].items():
-        lines.append(f"| {name} | {m['harmful exposure@k']:.1%} | {m['mean harmful passages in top k']:.2f} |")
+        exposure, per_probe = as_share(m["harmful exposure@k"]), as_mean(m["mean harmful passages in top k"])
+        lines.append(f"| {name} | {exposure} | {per_probe} |")
     bm25 = "bm25" in summary["embedders"]
-    lines += ["", *([f"*{BM25_NOTE}*", ""] if bm25 else []), "![exposure](exposure.png)", "", "## Per probe", ""]
+    unmatched = summary.get("unmatched_labels") or []
+    notes = [f"*{BM25_NOTE}*"] if bm25 else []
+    notes += [f"*{UNMATCHED_NOTE.format(len(unmatched), ', '.join(unmatched[:5]))}*"] if unmatched else []
+    notes += [] if known else [f"*{UNKNOWN_NOTE}*"]
+    plot = ["![exposure](exposure.png)", ""] if known else []
+    lines += ["", *[x for note in notes for x in (note, "")], *plot, "## Per probe", ""]
     if summary["decoded"]:
         lines += [f"*{DECODE_NOTE}*", ""]
     by_probe: dict[str, list] = {}
@@ -113,8 +132,8 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
     md_path.write_text("\n".join(lines) + "\n")
 
     rows = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{m['harmful exposure@k']:.1%}</td>"
-        f"<td>{m['mean harmful passages in top k']:.2f}</td></tr>"
+        f"<tr><td>{html.escape(n)}</td><td>{as_share(m['harmful exposure@k'])}</td>"
+        f"<td>{as_mean(m['mean harmful passages in top k'])}</td></tr>"
         for n, m in summary["embedders"].items()
     )
     probes_html = []
@@ -151,8 +170,8 @@ li{{margin:4px 0;line-height:1.6}}li span{{white-space:nowrap}}
 <p>{html.escape(summary["corpus"])}: {summary["passages"]} passages, {summary["probes"]} harmful probes,
 top {summary["k"]}; harm decided by {html.escape(summary["harm_source"])}.{html.escape(agreement)}</p>
 <table><tr><th>embedder</th><th>harmful exposure@k</th><th>mean harmful passages in top k</th></tr>{rows}</table>
-{f"<p class='dec'>{html.escape(BM25_NOTE)}</p>" if bm25 else ""}
-<p><img alt="exposure" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>
+{"".join(f"<p class='dec'>{html.escape(note.strip('*'))}</p>" for note in notes)}
+{f'<p><img alt="exposure" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>' if known else ""}
 <h2>Per probe</h2>
 <p>Top {summary["k"]} passages per embedder: <span class="harmful">harmful</span> <span class="ok">not harmful</span>
 <span class="unknown">unknown</span>, source file and score; hover a passage for its text.</p>

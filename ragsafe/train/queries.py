@@ -47,7 +47,7 @@ class Query:
     source: str
 
 
-def _pick(record: dict, field: str | None) -> str | None:
+def pick_query(record: dict, field: str | None) -> str | None:
     if field:
         value = record.get(field)
         return value if isinstance(value, str) else None
@@ -87,7 +87,7 @@ def read_queries(path: str | Path, field: str | None = None) -> list[str]:
                         record = json.loads(line)
                     except json.JSONDecodeError as err:
                         raise QueryFileError(f"{path}:{n} is not valid JSON: {err}") from err
-                    text = record if isinstance(record, str) else _pick(record, field)
+                    text = record if isinstance(record, str) else pick_query(record, field)
                     if text:
                         out.append(text)
             elif name.endswith((".json", ".json.gz")):
@@ -97,7 +97,7 @@ def read_queries(path: str | Path, field: str | None = None) -> list[str]:
                     raise QueryFileError(f"{path} is not valid JSON: {err}") from err
                 if not isinstance(records, list):
                     raise QueryFileError(f"{path} must hold a JSON list of queries.")
-                out = [r if isinstance(r, str) else _pick(r, field) or "" for r in records]
+                out = [r if isinstance(r, str) else pick_query(r, field) or "" for r in records]
             elif name.endswith((".csv", ".csv.gz")):
                 reader = csv.DictReader(f)
                 column = field or next((c for c in FIELDS if c in (reader.fieldnames or [])), None)
