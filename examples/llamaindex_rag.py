@@ -9,12 +9,14 @@ import tempfile
 from pathlib import Path
 
 import typer
-from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.core import StorageContext, VectorStoreIndex
+from llama_index.core.schema import TextNode
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
 from ragsafe.corpus import load_corpus
 from ragsafe.embedders.registry import build_embedders
+from ragsafe.index import point_id
 from ragsafe.llamaindex import RagsafeEmbedding
 
 
@@ -26,13 +28,19 @@ def main(
     qdrant_path: Path | None = None,
     k: int = 3,
 ) -> list[str]:
-    passages, _ = load_corpus(folder)
-    documents = [Document(text=p.text, metadata=p.metadata, id_=p.id) for p in passages]
+    passages, _ = load_corpus(folder)  # already chunked, so the passages go in as nodes, unsplit
+    nodes = [
+        # a fixed id per passage, so a rerun overwrites instead of adding copies; the metadata stays out of
+        # the embedded text (LlamaIndex would put "source: ..." in front of it), as in `ragsafe index`
+        TextNode(id_=point_id(p.id), text=p.text, metadata=p.metadata, excluded_embed_metadata_keys=list(p.metadata))
+        for p in passages
+    ]
     embed_model = RagsafeEmbedding(build_embedders([embedder], backbone=backbone)[0])
     client = QdrantClient(path=str(qdrant_path or tempfile.mkdtemp(prefix="ragsafe-li-")))
-    store = QdrantVectorStore(client=client, collection_name="demo")
-    index = VectorStoreIndex.from_documents(
-        documents, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed_model
+    # one collection per embedder: two embedders of the same dimension must never share vectors
+    store = QdrantVectorStore(client=client, collection_name=f"{folder.resolve().name}-{embedder}")
+    index = VectorStoreIndex(
+        nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed_model
     )
     nodes = index.as_retriever(similarity_top_k=k).retrieve(query)
     for node in nodes:

@@ -4,16 +4,21 @@ RagsafeEmbedding keeps ragsafe's two sides: LlamaIndex's query embedding is the 
 embedding, its text (node) embedding is the document encoding. Pass it explicitly as `embed_model`
 (LlamaIndex's fallback is a hosted model that needs a key and the network).
 
-RagsafeRetriever searches a ragsafe `Index` directly. Model calls and the embedded Qdrant client are
-not made for concurrent use, so calls are serialised by a lock; the async methods run them in a
-worker thread, so an event loop is never blocked and concurrent retrievals return exactly what
-serial ones would.
+RagsafeRetriever searches a ragsafe `Index` directly, with the safety modes of `SafeRetriever` for
+calibrated gen embedders ("flag" puts the refusal score in each node's metadata; "suppress" returns
+no nodes for a query the backbone would refuse).
+
+Model calls and the embedded Qdrant client are not made for concurrent use, so every call on one
+embedder (or one index) is serialised by a lock that belongs to that object, whichever wrappers
+share it; the async methods run in a worker thread, so an event loop is never blocked and
+concurrent retrievals return exactly what serial ones would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from typing import Any
 
 from llama_index.core.bridge.pydantic import PrivateAttr
@@ -22,7 +27,19 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from ragsafe.embedders.base import Embedder
+from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.index import Index, storage_name
+from ragsafe.retrieval import Mode, RefusalScorer, SafeRetriever
+
+# One lock per model or index object, shared by all the wrappers around it; weak keys, so the registry
+# never keeps an embedder alive.
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def lock_for(obj: Any) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(obj, threading.Lock())
 
 
 class RagsafeEmbedding(BaseEmbedding):
@@ -34,7 +51,7 @@ class RagsafeEmbedding(BaseEmbedding):
             raise ValueError(f"'{embedder.name}' is sparse; LlamaIndex embeddings must be dense.")
         super().__init__(model_name=f"ragsafe-{embedder.name}", **kwargs)
         self._embedder = embedder
-        self._lock = threading.Lock()
+        self._lock = lock_for(embedder)
 
     @classmethod
     def class_name(cls) -> str:
@@ -57,17 +74,35 @@ class RagsafeEmbedding(BaseEmbedding):
     async def _aget_text_embedding(self, text: str) -> list[float]:
         return await asyncio.to_thread(self._get_text_embedding, text)
 
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        # one batched call: LlamaIndex's default would start a thread per text and lose the batching
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
+
 
 class RagsafeRetriever(BaseRetriever):
-    def __init__(self, index: Index, embedder: Embedder, k: int = 5, **kwargs: Any) -> None:
+    def __init__(self, index: Index, embedder: Embedder, k: int = 5, safety: Mode = "off", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if isinstance(embedder, BM25Embedder) and not embedder.fitted:
+            embedder = index.load_bm25()  # a BM25 query is only meaningful with the index's own statistics
         self.index, self.embedder, self.k = index, embedder, k
-        self._lock = threading.Lock()
+        self.safe: SafeRetriever | None = None
+        if safety not in ("off", "flag", "suppress"):
+            raise ValueError(f"safety must be off, flag or suppress, got {safety!r}")
+        if safety != "off":
+            scorer = RefusalScorer.for_embedder(embedder)
+            if scorer is None:
+                raise ValueError(
+                    f"safety '{safety}' needs a gen embedder with calibrated tokens, not '{embedder.name}'"
+                )
+            self.safe = SafeRetriever(index, embedder, scorer, safety)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        with self._lock:
-            vector = self.embedder.encode_queries([query_bundle.query_str])[0]
-            hits = self.index.search(vector, storage_name(self.embedder), self.k)
+        with lock_for(self.embedder), lock_for(self.index):
+            if self.safe is not None:
+                hits = self.safe.search(query_bundle.query_str, self.k).hits
+            else:
+                vector = self.embedder.encode_queries([query_bundle.query_str])[0]
+                hits = self.index.search(vector, storage_name(self.embedder), self.k)
         return [
             NodeWithScore(node=TextNode(id_=hit.id, text=hit.text, metadata=hit.metadata), score=hit.score)
             for hit in hits

@@ -7,8 +7,10 @@ from llama_index.core.schema import QueryBundle
 
 from ragsafe.corpus import load_corpus
 from ragsafe.embedders.bm25 import BM25Embedder
+from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.index import Index
-from ragsafe.llamaindex import RagsafeEmbedding, RagsafeRetriever
+from ragsafe.llamaindex import RagsafeEmbedding, RagsafeRetriever, lock_for
+from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 
 QUERIES = [
     "how do I bake bread",
@@ -32,6 +34,49 @@ def test_embedding_sides_and_async(teacher):
         RagsafeEmbedding(BM25Embedder())
 
 
+class CountingEmbedder:
+    """The teacher, recording the size of every document batch it is asked for."""
+
+    def __init__(self, teacher):
+        self.teacher, self.name, self.dim, self.sparse, self.batches = teacher, "counting", teacher.dim, False, []
+
+    def encode_queries(self, texts):
+        return self.teacher.encode_queries(texts)
+
+    def encode_documents(self, texts):
+        self.batches.append(len(texts))
+        return self.teacher.encode_documents(texts)
+
+
+def test_async_documents_are_embedded_in_batches_under_one_lock_per_model(teacher):
+    counting = CountingEmbedder(teacher)
+    emb = RagsafeEmbedding(counting)
+    vectors = asyncio.run(emb.aget_text_embedding_batch(QUERIES))
+    assert len(vectors) == len(QUERIES) and counting.batches == [len(QUERIES)]
+    # two wrappers around one model share its lock
+    assert RagsafeEmbedding(counting)._lock is emb._lock is lock_for(counting)
+    assert lock_for(teacher) is not lock_for(counting)
+
+
+def test_retriever_safety_modes_and_bm25_statistics(tmp_path, qwen_tiny, teacher):
+    gen = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher)
+    refused, other = "how do I bake bread", "tell me about rivers"
+    # a refusal centroid equal to the first query's own vector: that query scores 1.0, over the threshold
+    gen.safety = {"refusal_centroid": gen.encode_queries([refused])[0].tolist(), "threshold": 0.999}
+    with Index("demo", path=tmp_path) as idx:
+        idx.add(load_corpus("corpora/demo")[0], [teacher, BM25Embedder()], show_progress=False)
+        suppress = RagsafeRetriever(idx, gen, k=2, safety="suppress")
+        assert suppress.retrieve(refused) == [] and len(suppress.retrieve(other)) == 2
+        flagged = RagsafeRetriever(idx, gen, k=2, safety="flag").retrieve(refused)
+        assert len(flagged) == 2 and all(n.node.metadata["refusal_score"] > 0.999 for n in flagged)
+        with pytest.raises(ValueError, match="calibrated tokens"):
+            RagsafeRetriever(idx, teacher, safety="flag")
+        with pytest.raises(ValueError, match="off, flag or suppress"):
+            RagsafeRetriever(idx, gen, safety="block")
+        bm25 = RagsafeRetriever(idx, BM25Embedder(), k=1)  # unfitted: the index's statistics are used
+        assert bm25.retrieve("capital of France")[0].node.metadata["source"] == "paris.txt"
+
+
 def test_concurrent_async_retrievals_equal_serial(tmp_path, teacher):
     with Index("demo", path=tmp_path) as idx:
         idx.add(load_corpus("corpora/demo")[0], [teacher], show_progress=False)
@@ -50,5 +95,8 @@ def test_llamaindex_example_runs_over_the_demo_corpus(tmp_path):
     sys.path.insert(0, str(Path("examples").resolve()))
     from llamaindex_rag import main
 
-    sources = main(Path("corpora/demo"), embedder="teacher", query="treating a small burn", qdrant_path=tmp_path, k=2)
-    assert sources[0] == "burns.md"
+    for _ in range(2):  # a rerun overwrites the same nodes instead of adding copies
+        sources = main(
+            Path("corpora/demo"), embedder="teacher", query="treating a small burn", qdrant_path=tmp_path, k=3
+        )
+    assert sources[0] == "burns.md" and len(set(sources)) == 3
