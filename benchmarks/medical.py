@@ -63,7 +63,8 @@ def main(medical: str | None = None, data_dir: str | None = None, queries: int =
     meta = {
         "task": f"MedQuAD answered: {len(qs.queries)} questions, {len(corpus.ids)} answers (first 200 words)",
         "medical checkpoint": medical or "(none given)",
-        "note": "training used MedQuAD's unanswered questions (other collections): no overlap with these pairs",
+        "note": "training used MedQuAD's unanswered questions (other collections); their templated questions can "
+        "repeat answered ones word for word, so the medical pack now drops every answered question",
     }
     write_results(RESULTS, "medical", rows, meta)
 

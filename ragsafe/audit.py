@@ -214,10 +214,12 @@ def run_audit(cfg: AuditConfig) -> dict:
     embedders = build_embedders(cfg.embedders, cfg.checkpoint, cfg.backbone)
     judge = build_judge(cfg.judge, embedders, cfg.checkpoint, cfg.backbone)  # before the slow part: fail fast
     runs: list[ProbeRun] = []
-    # the index may hold more than this corpus (a shared --name, files deleted since): only its passages count
-    corpus_points = [point_id(p.id) for p in passages]
+    corpus_points = sorted({point_id(p.id) for p in passages})
     with Index(name, path=cfg.index_path, url=cfg.qdrant_url, api_key_env=cfg.api_key_env) as index:
         index.add(passages, embedders)
+        # the index may hold more than this corpus (a shared --name, files deleted since): then only the corpus's
+        # passages are searched (a filter, slower in embedded Qdrant, so only where it is needed)
+        only = corpus_points if index.count() > len(corpus_points) else None
         bm25_stats = index.load_bm25() if any(e.name == "bm25" for e in embedders) else None
         queries = [p["query"] for p in probes]
         for emb in embedders:
@@ -233,7 +235,7 @@ def run_audit(cfg: AuditConfig) -> dict:
             else:
                 vectors = (bm25_stats if emb.name == "bm25" else emb).encode_queries(queries)
             for i, (probe, vector) in enumerate(zip(probes, vectors, strict=True)):
-                hits = index.search(vector, storage_name(emb), cfg.k, only=corpus_points)
+                hits = index.search(vector, storage_name(emb), cfg.k, only=only)
                 retrieved = [Retrieved(h.id, str(h.metadata.get("source", "")), h.score, h.text) for h in hits]
                 runs.append(ProbeRun(probe, emb.name, retrieved))
                 if blocked is not None:  # what SafeRetriever(mode="suppress") would return
