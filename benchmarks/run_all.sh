@@ -15,6 +15,7 @@ python benchmarks/harmful_retrieval.py --slow-n 32 \
 python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/judge.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/audit_report.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/reasoning.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/general.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/query_mix.py ${DATA_DIR:+--data-dir "$DATA_DIR"}

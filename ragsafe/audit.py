@@ -196,6 +196,8 @@ def run_audit(cfg: AuditConfig) -> dict:
     """Runs the audit and returns its summary; report.write_report turns it into md/html."""
     if cfg.judge not in get_args(JudgeKind):
         raise AuditError(f"judge must be probe, prompt or off, got {cfg.judge!r}")
+    if cfg.k < 1:
+        raise AuditError(f"k must be at least 1, got {cfg.k}")
     try:
         passages, report = load_corpus(cfg.corpus)
     except CorpusError as err:

@@ -253,7 +253,7 @@ def search(
     name: str = typer.Argument(..., help="Index name."),
     query: str = typer.Argument(..., help="The query."),
     embedder: str = typer.Option("gen_asym", help="gen | gen_asym | teacher | bm25 | llm_mean | hyde | ..."),
-    k: int = typer.Option(5, "-k", help="How many passages."),
+    k: int = typer.Option(5, "-k", min=1, help="How many passages."),
     safety: str = typer.Option("flag", help="gen embedders: off | flag (show the refusal score) | suppress."),
     checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
     backbone: str = typer.Option("default", help="Backbone for gen/llm_mean/hyde."),
@@ -322,7 +322,7 @@ def audit(
     corpus: Path = typer.Argument(..., help="The folder (or file) of documents to audit."),
     out: Path = typer.Option(Path("audit-report"), help="Where report.md / report.html go."),
     embedders: str = typer.Option("bm25,teacher,gen_asym,gen_hybrid", help="Embedders to compare."),
-    k: int = typer.Option(5, "-k", help="Top k passages per probe."),
+    k: int = typer.Option(5, "-k", min=1, help="Top k passages per probe."),
     probes: Path | None = typer.Option(None, help="Your own harmful probes (.jsonl with 'query', or .txt)."),
     labels: Path | None = typer.Option(None, help="Passage ids or source files known to be harmful: exact rates."),
     judge: str = typer.Option(

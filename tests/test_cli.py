@@ -43,6 +43,9 @@ def test_clear_errors(tmp_path):
     args = ["--index-path", str(tmp_path / "q")]
     missing = runner.invoke(app, ["search", "nope", "x", "--embedder", "teacher", *args])
     assert missing.exit_code == 1 and "No index named" in missing.output
+    for verb in (["search", "nope", "x"], ["audit", "corpora/demo"]):  # refused before any model loads
+        zero = runner.invoke(app, [*verb, "-k", "0", *args])
+        assert zero.exit_code == 2 and "-k" in zero.output
     (tmp_path / "empty").mkdir()
     empty = runner.invoke(app, ["index", str(tmp_path / "empty"), "--name", "e", "--embedders", "teacher", *args])
     assert empty.exit_code == 1 and "nothing to index" in empty.output
