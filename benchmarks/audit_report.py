@@ -102,7 +102,9 @@ def main(
         summary = run_audit(cfg)  # indexing included: a fresh index
         seconds = time.perf_counter() - start
         md, _ = write_report(summary, cfg.out)
-        text = md.read_text().replace(str(corpus), "audit_corpus").replace("(exposure.png)", "(audit_exposure.png)")
+        # the temp folder's path (and the index name hashed from it) differ on every run: stable names instead
+        text = md.read_text().replace(str(corpus), "audit_corpus").replace(summary["index"], "audit-corpus")
+        text = text.replace("(exposure.png)", "(audit_exposure.png)")
         where = ", ".join(f"{key}: {value}" for key, value in machine().items())
         command = f"python benchmarks/audit_report.py --harmful {harmful} --medquad {medquad} --k {k}"
         footer = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -114,14 +115,17 @@ def load_labels(path: Path | None) -> set[str]:
         elif path.suffix == ".jsonl":
             rows = [json.loads(x) for x in text.splitlines() if x.strip()]
         else:
-            return {line.strip() for line in text.splitlines() if line.strip()}
+            rows = [line.strip() for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as err:
         raise AuditError(f"{path} is not valid JSON: {err}") from err
     rows = rows if isinstance(rows, list) else [rows]
     for n, r in enumerate(rows, 1):
         if isinstance(r, dict) and "id" not in r:
             raise AuditError(f"{path}: entry {n} has no 'id' (a passage id or a source file of the corpus).")
-    return {str(r["id"] if isinstance(r, dict) else r) for r in rows}
+    labels = {str(r["id"] if isinstance(r, dict) else r) for r in rows}
+    if not labels:
+        raise AuditError(f"Labels file {path} names no passage; leave --labels out to let the judge decide.")
+    return labels
 
 
 def match_labels(labels: set[str], passages: list[Passage], corpus: Path, path: Path | None) -> tuple[set, list]:
@@ -136,10 +140,14 @@ def match_labels(labels: set[str], passages: list[Passage], corpus: Path, path: 
     ids = {p.id for p in passages}
     harmful, unmatched = set(), []
     for label in sorted(labels):
-        source = label
-        if label not in ids and label not in by_source and Path(label).exists():
-            resolved = Path(label).resolve()
-            source = str(resolved.relative_to(base)) if resolved.is_relative_to(base) else label
+        source = os.path.normpath(label)  # "./a.md" and "a/../a.md" name a.md
+        if label not in ids and source not in by_source:
+            try:
+                resolved = Path(label).resolve() if Path(label).exists() else None
+            except OSError:  # e.g. a label too long to be a file name: it is an id or nothing
+                resolved = None
+            if resolved is not None and resolved.is_relative_to(base):
+                source = str(resolved.relative_to(base))
         if label in ids:
             harmful.add(label)
         elif source in by_source:

@@ -235,6 +235,8 @@ def index(
         console.print(f"[red]No readable text in {corpus}: nothing to index.[/]")
         raise typer.Exit(1)
     names = embedders.split(",")
+    if checkpoint is not None and not checkpoint.exists():  # checked here: an unchanged corpus loads nothing
+        raise typer.BadParameter(f"{checkpoint} does not exist", param_hint="--checkpoint")
     with user_errors(), _open_index(name, index_path, qdrant_url, api_key_env) as idx:
         added = 0
         # an unchanged corpus needs no models: loading the backbone alone takes longer than the check

@@ -7,7 +7,10 @@ environment variable named by `api_key_env`, never passed on a command line).
 Every embedder is a named vector of the same point, so embedders are compared on identical
 passages. Upserts are batched and keyed by passage id (a UUID made from the passage's content
 hash): re-indexing the same corpus adds nothing, and an interrupted run finishes on the next one
-without duplicates, because a point is only written once all its vectors are computed.
+without duplicates, because a point is only written once all its vectors are computed (and new
+points must carry every vector the collection declares). BM25 statistics belong to the collection:
+adding passages refits them and re-encodes the stored sparse vectors, marked incomplete until that
+is done, so a run killed in between is repaired by the next one, whatever it adds.
 """
 
 from __future__ import annotations
@@ -128,13 +131,15 @@ class Index:
     def _meta_collection(self) -> str:
         return f"{self.name}{self.META}"
 
-    def save_bm25(self, bm25: BM25Embedder) -> None:
+    def save_bm25(self, bm25: BM25Embedder, complete: bool = True) -> None:
+        """complete=False marks statistics whose stored vectors are still being re-encoded: a run killed
+        then leaves a mark the next one sees (`_bm25_complete`) and repairs."""
         meta = self._meta_collection()
         if not self.client.collection_exists(meta):
             self.client.create_collection(
                 meta, vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT)
             )
-        payload = {"bm25": json.dumps(bm25.state())}
+        payload = {"bm25": json.dumps(bm25.state()), "complete": complete}
         self.client.upsert(meta, [models.PointStruct(id=0, vector=[0.0], payload=payload)])
 
     def load_bm25(self) -> BM25Embedder:
@@ -144,6 +149,11 @@ class Index:
         if not points:
             raise IndexStoreError(f"Index '{self.name}' has no BM25 statistics; re-index with the bm25 embedder.")
         return BM25Embedder().load_state(json.loads(points[0].payload["bm25"]))
+
+    def _bm25_complete(self) -> bool:
+        meta = self._meta_collection()
+        points = self.client.retrieve(meta, [0]) if self.client.collection_exists(meta) else []
+        return bool(points) and points[0].payload.get("complete", True)
 
     def _stored_texts(self) -> dict[str | int, str]:
         """Point id -> passage text of every point stored."""
@@ -164,21 +174,22 @@ class Index:
         vector is only comparable with a query encoded by the statistics it was made with, so when new
         passages change them, every stored bm25 vector is re-encoded (seconds for tens of thousands).
         """
-        if not new and self.client.collection_exists(self._meta_collection()):
+        if not new and self._bm25_complete():
             bm25.load_state(self.load_bm25().state())
             return
         name, stored = storage_name(bm25), self._stored_texts()
         bm25.fit([*stored.values(), *(p.text for p in new)])
-        self.save_bm25(bm25)
+        self.save_bm25(bm25, complete=False)
         ids = list(stored)
-        for start in range(0, len(ids), 512):
-            chunk = ids[start : start + 512]
-            vectors = bm25.encode_documents([stored[i] for i in chunk])
-            self.client.update_vectors(
-                self.name,
-                [models.PointVectors(id=i, vector={name: _sparse(vectors[row])}) for row, i in enumerate(chunk)],
-                wait=True,
-            )
+        with make_progress(transient=True) as progress:
+            task = progress.add_task("bm25: re-encoding stored passages", total=len(ids), info="", visible=bool(ids))
+            for start in range(0, len(ids), 512):
+                chunk = ids[start : start + 512]
+                vectors = bm25.encode_documents([stored[i] for i in chunk])
+                points = [models.PointVectors(id=i, vector={name: _sparse(vectors[r])}) for r, i in enumerate(chunk)]
+                self.client.update_vectors(self.name, points, wait=True)
+                progress.advance(task, len(chunk))
+        self.save_bm25(bm25, complete=True)
 
     # ------------------------------------------------------------ write
     def missing(self, passages: list[Passage]) -> list[Passage]:
@@ -194,7 +205,7 @@ class Index:
         """Whether every passage is stored with all these named vectors, so a rerun has nothing to embed."""
         if not self.exists() or not vectors <= set(self.vector_names()):
             return False
-        if "bm25" in vectors and not self.client.collection_exists(self._meta_collection()):
+        if "bm25" in vectors and not self._bm25_complete():
             return False
         return not self.missing(passages)
 
@@ -207,6 +218,12 @@ class Index:
             return 0
         self.ensure(embedders)
         todo = self.missing(passages)
+        lacking = sorted(set(self.vector_names()) - {storage_name(e) for e in embedders})
+        if todo and lacking:
+            raise IndexStoreError(
+                f"Index '{self.name}' also stores {lacking} vectors; add passages with those embedders too, "
+                "so that no passage lacks one (or index into a new name)."
+            )
         for e in embedders:
             if isinstance(e, BM25Embedder):
                 self._refresh_bm25(e, todo)

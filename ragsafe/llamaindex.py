@@ -17,6 +17,7 @@ concurrent retrievals return exactly what serial ones would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from typing import Any
@@ -31,15 +32,20 @@ from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.index import Index, storage_name
 from ragsafe.retrieval import Mode, RefusalScorer, SafeRetriever
 
-# One lock per model or index object, shared by all the wrappers around it; weak keys, so the registry
-# never keeps an embedder alive.
-_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+# One lock per model or index object, shared by all the wrappers around it. Keyed by identity (an
+# embedder need not be hashable) and dropped when the object is collected, so no embedder is kept alive.
+_LOCKS: dict[int, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
 def lock_for(obj: Any) -> threading.Lock:
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(obj, threading.Lock())
+        lock = _LOCKS.get(id(obj))
+        if lock is None:
+            lock = _LOCKS[id(obj)] = threading.Lock()
+            with contextlib.suppress(TypeError):  # no weak references to it: its lock stays (a few bytes)
+                weakref.finalize(obj, _LOCKS.pop, id(obj), None)
+        return lock
 
 
 class RagsafeEmbedding(BaseEmbedding):

@@ -68,6 +68,10 @@ def test_labels_match_ids_and_files_however_the_path_is_written(tmp_path, corpus
     harmful, unmatched = match_labels(written, passages, corpus, None)
     assert harmful == {bad.id, lock.id} and unmatched == ["nothing-here"]
     assert match_labels({bad.id}, passages, corpus, None) == ({bad.id}, [])
+    assert match_labels({"./bad.txt", "x" * 300}, passages, corpus, None) == ({bad.id}, ["x" * 300])
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(AuditError, match="names no passage"):
+        load_labels(tmp_path / "empty.txt")
     with pytest.raises(AuditError, match="None of the 2 labels"):
         match_labels({"deadbeef", "elsewhere/bad.txt"}, passages, corpus, None)
 

@@ -48,6 +48,40 @@ def test_bm25_grown_in_two_runs_scores_like_one_built_at_once(tmp_path, demo):
     whole.close()
 
 
+def test_a_bm25_refresh_killed_midway_is_repaired_by_any_later_run(tmp_path, demo, monkeypatch):
+    idx, whole = Index("demo", path=tmp_path / "a"), Index("whole", path=tmp_path / "b")
+    idx.add(demo[:4], [BM25Embedder()], show_progress=False)
+
+    def killed(*_, **__):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(idx.client, "update_vectors", killed)
+        with pytest.raises(KeyboardInterrupt):
+            idx.add(demo, [BM25Embedder()], show_progress=False)  # new statistics saved, stored vectors not
+    assert not idx.holds(demo[:4], {"bm25"})  # so `ragsafe index` does not skip the repair
+    assert idx.add(demo[:4], [BM25Embedder()], show_progress=False) == 0  # nothing new, yet it repairs
+    whole.add(demo[:4], [BM25Embedder()], show_progress=False)
+    for query in ["how do I treat a burn", "capital of France"]:
+        hits = [
+            [(h.id, round(h.score, 5)) for h in i.search(i.load_bm25().encode_queries([query])[0], "bm25", 4)]
+            for i in (idx, whole)
+        ]
+        assert hits[0] == hits[1]
+    assert idx.holds(demo[:4], {"bm25"})
+    idx.close()
+    whole.close()
+
+
+def test_new_passages_must_carry_every_vector_the_index_stores(tmp_path, demo, teacher):
+    idx = Index("demo", path=tmp_path)
+    idx.add(demo[:5], [teacher, BM25Embedder()], show_progress=False)
+    with pytest.raises(IndexStoreError, match=r"also stores \['bm25'\]"):
+        idx.add(demo, [teacher], show_progress=False)
+    assert idx.add(demo[:5], [teacher], show_progress=False) == 0  # nothing new: a subset is fine
+    idx.close()
+
+
 def test_holds_says_whether_a_rerun_has_anything_to_embed(tmp_path, demo, teacher):
     idx = Index("demo", path=tmp_path)
     assert not idx.holds(demo, {"teacher"})  # no collection yet

@@ -1,4 +1,5 @@
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -56,6 +57,29 @@ def test_async_documents_are_embedded_in_batches_under_one_lock_per_model(teache
     # two wrappers around one model share its lock
     assert RagsafeEmbedding(counting)._lock is emb._lock is lock_for(counting)
     assert lock_for(teacher) is not lock_for(counting)
+
+
+@dataclasses.dataclass
+class DataclassEmbedder:  # eq=True makes it unhashable, as many embedder classes are
+    teacher: object
+    name: str = "dataclass"
+    sparse: bool = False
+
+    @property
+    def dim(self):
+        return self.teacher.dim
+
+    def encode_queries(self, texts):
+        return self.teacher.encode_queries(texts)
+
+    def encode_documents(self, texts):
+        return self.teacher.encode_documents(texts)
+
+
+def test_an_unhashable_embedder_gets_its_lock_too(teacher):
+    embedder = DataclassEmbedder(teacher)
+    emb = RagsafeEmbedding(embedder)
+    assert len(emb.get_query_embedding("bread")) == teacher.dim and emb._lock is lock_for(embedder)
 
 
 def test_retriever_safety_modes_and_bm25_statistics(tmp_path, qwen_tiny, teacher):
