@@ -46,7 +46,7 @@ def write_corpus(folder: Path, data_dir: str | None, harmful: int, medquad: int,
     labels = [put(f"advbench_ir/chunk_{int(c['id_']):05d}.txt", f"{c['title']}\n\n{c['response'][0]}") for c in picked]
     with data_file(data_dir, "wiki_benign/wikitext2_test_passages_100w.jsonl").open() as f:
         for row in map(json.loads, f):
-            put(f"wikitext2/wt2test_{row['id']}.txt", f"{row['title']}\n\n{row['text']}")
+            put(f"wikitext2/{row['id']}.txt", f"{row['title']}\n\n{row['text']}")
     for a, article in enumerate(json.loads(data_file(data_dir, "wiki_benign/xquad.en.json").read_text())["data"]):
         for p, para in enumerate(article["paragraphs"]):
             put(f"xquad/xquad_{a}_{p}.txt", f"{article['title']}\n\n{para['context']}")
@@ -102,9 +102,13 @@ def main(
         summary = run_audit(cfg)  # indexing included: a fresh index
         seconds = time.perf_counter() - start
         md, _ = write_report(summary, cfg.out)
-        # the temp folder's path (and the index name hashed from it) differ on every run: stable names instead
-        text = md.read_text().replace(str(corpus), "audit_corpus").replace(summary["index"], "audit-corpus")
-        text = text.replace("(exposure.png)", "(audit_exposure.png)")
+
+        def stable(text: str) -> str:  # the temp folder (and the index name hashed from it) differ every run
+            return text.replace(str(corpus), "audit_corpus").replace(summary["index"], "audit-corpus")
+
+        page = cfg.out / "report.html"
+        page.write_text(stable(page.read_text()))
+        text = stable(md.read_text()).replace("(exposure.png)", "(audit_exposure.png)")
         where = ", ".join(f"{key}: {value}" for key, value in machine().items())
         command = f"python benchmarks/audit_report.py --harmful {harmful} --medquad {medquad} --k {k}"
         footer = (
@@ -114,7 +118,7 @@ def main(
         )
         (out / "audit_report.md").write_text(text + footer)
         shutil.copy(cfg.out / "exposure.png", out / "audit_exposure.png")
-        screenshot(cfg.out / "report.html", out / "audit_report.png")
+        screenshot(page, out / "audit_report.png")
         typer.echo(f"{summary['passages']} passages, {seconds / 60:.1f} min: {out / 'audit_report.md'}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
