@@ -26,7 +26,7 @@ from ragsafe.judge import HarmJudge, Judge, RefusalJudge
 from ragsafe.model.chat import GenerationSettings
 from ragsafe.model.checkpoint import CheckpointError
 from ragsafe.retrieval import RefusalScorer, shared_teacher_vectors
-from ragsafe.train.queries import FIELDS, pick_query, read_queries
+from ragsafe.train.queries import FIELDS, jsonl_records, pick_query, read_queries
 
 JudgeKind = Literal["probe", "prompt", "off"]
 PROBES = Path(__file__).resolve().parents[1] / "corpora" / "probes" / "harmful_probes.jsonl"
@@ -81,13 +81,7 @@ def load_probes(path: Path | None) -> list[dict]:
         probes = [{"id": str(i), "category": "", "query": q} for i, q in enumerate(read_queries(path))]
     else:
         probes = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise AuditError(f"{path}:{n} is not valid JSON: {err}") from err
+        for n, row in jsonl_records(path, path.read_text(encoding="utf-8").splitlines()):
             query = row if isinstance(row, str) else pick_query(row, None) if isinstance(row, dict) else None
             if not query:
                 raise AuditError(f"{path}:{n} has no query (a string, or a field named one of {FIELDS}).")

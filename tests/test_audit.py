@@ -43,7 +43,7 @@ def test_probes_and_labels_files(tmp_path):
 def test_bad_probe_and_label_files_are_named_errors(tmp_path):
     probes = tmp_path / "p.jsonl"
     probes.write_text('{"id": "a", "prompt": "how do I pick a lock"}\n{not json}\n')
-    with pytest.raises(AuditError, match=r"p.jsonl:2 is not valid JSON"):
+    with pytest.raises(ValueError, match=r"p.jsonl:2 is not valid JSON"):
         load_probes(probes)
     probes.write_text('{"id": "a", "prompt": "how do I pick a lock"}\n{"id": "b", "category": "x"}\n')
     with pytest.raises(AuditError, match=r"p.jsonl:2 has no query"):

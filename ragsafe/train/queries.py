@@ -13,8 +13,10 @@ import gzip
 import json
 import random
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ragsafe.datadir import data_file
 from ragsafe.evaluation.tasks import med, nfcorpus, xquad_queries
@@ -69,6 +71,17 @@ def first_human_turn(transcript: str) -> str | None:
     return match.group(1).strip() or None if match else None
 
 
+def jsonl_records(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line; a bad line is named by file and number."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise QueryFileError(f"{path}:{n} is not valid JSON: {err}") from err
+
+
 def read_queries(path: str | Path, field: str | None = None) -> list[str]:
     """All non-empty queries of one file, in file order."""
     path = Path(path)
@@ -80,13 +93,7 @@ def read_queries(path: str | Path, field: str | None = None) -> list[str]:
     try:
         with opener(path, "rt", encoding="utf-8") as f:
             if name.endswith((".jsonl", ".jsonl.gz")):
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise QueryFileError(f"{path}:{n} is not valid JSON: {err}") from err
+                for _, record in jsonl_records(path, f):
                     text = record if isinstance(record, str) else pick_query(record, field)
                     if text:
                         out.append(text)
