@@ -85,6 +85,17 @@ class RagsafeEmbedding(BaseEmbedding):
         return await asyncio.to_thread(self._get_text_embeddings, texts)
 
 
+class _LockedIndex:
+    """An index whose searches take its lock, so a slow query encoding never holds the index."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        with lock_for(self.index):
+            return self.index.search(*args, **kwargs)
+
+
 class RagsafeRetriever(BaseRetriever):
     def __init__(self, index: Index, embedder: Embedder, k: int = 5, safety: Mode = "off", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -100,15 +111,15 @@ class RagsafeRetriever(BaseRetriever):
                 raise ValueError(
                     f"safety '{safety}' needs a gen embedder with calibrated tokens, not '{embedder.name}'"
                 )
-            self.safe = SafeRetriever(index, embedder, scorer, safety)
+            self.safe = SafeRetriever(_LockedIndex(index), embedder, scorer, safety)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        with lock_for(self.embedder), lock_for(self.index):
+        with lock_for(self.embedder):
             if self.safe is not None:
                 hits = self.safe.search(query_bundle.query_str, self.k).hits
             else:
                 vector = self.embedder.encode_queries([query_bundle.query_str])[0]
-                hits = self.index.search(vector, storage_name(self.embedder), self.k)
+                hits = _LockedIndex(self.index).search(vector, storage_name(self.embedder), self.k)
         return [
             NodeWithScore(node=TextNode(id_=hit.id, text=hit.text, metadata=hit.metadata), score=hit.score)
             for hit in hits
