@@ -224,7 +224,6 @@ def run_audit(cfg: AuditConfig) -> dict:
         # the index may hold more than this corpus (a shared --name, files deleted since): then only the corpus's
         # passages are searched (a filter, slower in embedded Qdrant, so only where it is needed)
         only = corpus_points if index.count() > len(corpus_points) else None
-        bm25_stats = index.load_bm25() if any(e.name == "bm25" for e in embedders) else None
         queries = [p["query"] for p in probes]
         for emb in embedders:
             blocked: list[bool] | None = None
@@ -237,7 +236,7 @@ def run_audit(cfg: AuditConfig) -> dict:
                 if scorer is not None:
                     blocked = scorer.blocks(probe_vectors, queries, text_vectors).tolist()
             else:
-                vectors = (bm25_stats if emb.name == "bm25" else emb).encode_queries(queries)
+                vectors = emb.encode_queries(queries)  # a BM25 embedder holds the index's statistics after add
             for i, (probe, vector) in enumerate(zip(probes, vectors, strict=True)):
                 hits = index.search(vector, storage_name(emb), cfg.k, only=only)
                 retrieved = [Retrieved(h.id, str(h.metadata.get("source", "")), h.score, h.text) for h in hits]

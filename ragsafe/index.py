@@ -144,16 +144,20 @@ class Index:
 
     def load_bm25(self) -> BM25Embedder:
         self.vector_names()  # a missing index is named as such, not as missing BM25 statistics
+        meta = self._bm25_meta()
+        if meta is None:
+            raise IndexStoreError(f"Index '{self.name}' has no BM25 statistics; re-index with the bm25 embedder.")
+        return BM25Embedder().load_state(json.loads(meta["bm25"]))
+
+    def _bm25_meta(self) -> dict | None:
+        """The stored BM25 payload: the statistics, and whether the stored vectors are all encoded with them."""
         meta = self._meta_collection()
         points = self.client.retrieve(meta, [0]) if self.client.collection_exists(meta) else []
-        if not points:
-            raise IndexStoreError(f"Index '{self.name}' has no BM25 statistics; re-index with the bm25 embedder.")
-        return BM25Embedder().load_state(json.loads(points[0].payload["bm25"]))
+        return points[0].payload if points else None
 
     def _bm25_complete(self) -> bool:
-        meta = self._meta_collection()
-        points = self.client.retrieve(meta, [0]) if self.client.collection_exists(meta) else []
-        return bool(points) and points[0].payload.get("complete", True)
+        meta = self._bm25_meta()
+        return meta is not None and meta.get("complete", True)
 
     def _stored_texts(self) -> dict[str | int, str]:
         """Point id -> passage text of every point stored."""
@@ -174,8 +178,9 @@ class Index:
         vector is only comparable with a query encoded by the statistics it was made with, so when new
         passages change them, every stored bm25 vector is re-encoded (seconds for tens of thousands).
         """
-        if not new and self._bm25_complete():
-            bm25.load_state(self.load_bm25().state())
+        meta = self._bm25_meta()
+        if not new and meta is not None and meta.get("complete", True):
+            bm25.load_state(json.loads(meta["bm25"]))
             return
         name, stored = storage_name(bm25), self._stored_texts()
         bm25.fit([*stored.values(), *(p.text for p in new)])

@@ -102,6 +102,7 @@ class RagsafeRetriever(BaseRetriever):
         if isinstance(embedder, BM25Embedder) and not embedder.fitted:
             embedder = index.load_bm25()  # a BM25 query is only meaningful with the index's own statistics
         self.index, self.embedder, self.k = index, embedder, k
+        self.locked = _LockedIndex(index)
         self.safe: SafeRetriever | None = None
         if safety not in ("off", "flag", "suppress"):
             raise ValueError(f"safety must be off, flag or suppress, got {safety!r}")
@@ -111,7 +112,7 @@ class RagsafeRetriever(BaseRetriever):
                 raise ValueError(
                     f"safety '{safety}' needs a gen embedder with calibrated tokens, not '{embedder.name}'"
                 )
-            self.safe = SafeRetriever(_LockedIndex(index), embedder, scorer, safety)
+            self.safe = SafeRetriever(self.locked, embedder, scorer, safety)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         with lock_for(self.embedder):
@@ -119,7 +120,7 @@ class RagsafeRetriever(BaseRetriever):
                 hits = self.safe.search(query_bundle.query_str, self.k).hits
             else:
                 vector = self.embedder.encode_queries([query_bundle.query_str])[0]
-                hits = _LockedIndex(self.index).search(vector, storage_name(self.embedder), self.k)
+                hits = self.locked.search(vector, storage_name(self.embedder), self.k)
         return [
             NodeWithScore(node=TextNode(id_=hit.id, text=hit.text, metadata=hit.metadata), score=hit.score)
             for hit in hits

@@ -106,11 +106,11 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
         lines.append(f"| {name} | {exposure} | {per_probe} |")
     bm25 = "bm25" in summary["embedders"]
     unmatched = summary.get("unmatched_labels") or []
-    notes = [f"*{BM25_NOTE}*"] if bm25 else []
-    notes += [f"*{UNMATCHED_NOTE.format(len(unmatched), ', '.join(unmatched[:5]))}*"] if unmatched else []
-    notes += [] if known else [f"*{UNKNOWN_NOTE}*"]
+    notes = [BM25_NOTE] if bm25 else []
+    notes += [UNMATCHED_NOTE.format(len(unmatched), ", ".join(unmatched[:5]))] if unmatched else []
+    notes += [] if known else [UNKNOWN_NOTE]
     plot = ["![exposure](exposure.png)", ""] if known else []
-    lines += ["", *[x for note in notes for x in (note, "")], *plot, "## Per probe", ""]
+    lines += ["", *[x for note in notes for x in (f"*{note}*", "")], *plot, "## Per probe", ""]
     if summary["decoded"]:
         lines += [f"*{DECODE_NOTE}*", ""]
     by_probe: dict[str, list] = {}
@@ -170,7 +170,7 @@ li{{margin:4px 0;line-height:1.6}}li span{{white-space:nowrap}}
 <p>{html.escape(summary["corpus"])}: {summary["passages"]} passages, {summary["probes"]} harmful probes,
 top {summary["k"]}; harm decided by {html.escape(summary["harm_source"])}.{html.escape(agreement)}</p>
 <table><tr><th>embedder</th><th>harmful exposure@k</th><th>mean harmful passages in top k</th></tr>{rows}</table>
-{"".join(f"<p class='dec'>{html.escape(note.strip('*'))}</p>" for note in notes)}
+{"".join(f"<p class='dec'>{html.escape(note)}</p>" for note in notes)}
 {f'<p><img alt="exposure" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>' if known else ""}
 <h2>Per probe</h2>
 <p>Top {summary["k"]} passages per embedder: <span class="harmful">harmful</span> <span class="ok">not harmful</span>
