@@ -10,12 +10,17 @@ choosing β without looking at a benchmark: PubMedQA (question -> its abstract) 
 split cleaned of every sentence the STS benchmarks contain (STS-B's splits reuse STS12-16 pairs).
 They run under the checkpoint's own query instruction, as `ragsafe search` does.
 
+The gate's threshold is swept too, at one β (`--gate-beta`): the shipped one flags at most 5 % of the
+training run's held-out benign queries, and the benchmarks' benign queries are flagged more often
+than that (their false alarms are what keeps the gated mix below the teacher). Each row says what
+share of AdvBench, of the general tasks' queries and sentences and of the STS-B dev sentences it flags.
+
 Each family is scored exactly as its own script scores it (same sets, subsamples and instructions),
 so the row at the shipped β reproduces gen_hybrid's numbers there. All vectors come from the cache
 the family scripts fill (gen and teacher query vectors, teacher document vectors); a cold cache runs
 the backbone over every query once.
 
-    python benchmarks/query_mix.py [--betas 0,0.3,0.6,1,2,4]
+    python benchmarks/query_mix.py [--betas 0,0.3,0.6,1,2,4] [--gate-beta 2 --gate-thresholds 1.5,2,2.5,3,3.5]
 """
 
 from __future__ import annotations
@@ -30,7 +35,11 @@ from harmful_retrieval import set_metrics
 
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.registry import build_embedders
-from ragsafe.evaluation.doc_cache import encode_documents_cached, encode_queries_cached
+from ragsafe.evaluation.doc_cache import (
+    encode_documents_cached,
+    encode_probe_queries_cached,
+    encode_queries_cached,
+)
 from ragsafe.evaluation.family import score_retrieval, score_sts
 from ragsafe.evaluation.ranking import rank
 from ragsafe.evaluation.results import write_plot, write_results
@@ -48,6 +57,7 @@ from ragsafe.evaluation.tasks import (
 RESULTS = Path(__file__).parent / "results"
 COLUMNS = ["adv top5 acc", "xquad recall@5", "xstest_safe any-harm@5", "TheoremQA nDCG@10", "general avg"]
 DEV = ["dev: PubMedQA nDCG@10", "dev: STS-B dev Spearman"]
+FLAGGED = ["flagged: AdvBench", "flagged: general", "flagged: STS-B dev"]
 
 
 def main(
@@ -57,6 +67,8 @@ def main(
     threads: int = 2,
     dev_queries: int = 300,
     dev_pairs: int = 300,
+    gate_beta: float = 2.0,
+    gate_thresholds: str = "1.5,2,2.5,3,3.5",
     out: Path = RESULTS,
 ) -> None:
     torch.set_num_threads(threads)
@@ -71,6 +83,28 @@ def main(
     benchmark_sts = [sts(data_dir, name) for name in STS_TASKS]
     dev_sts = sts(data_dir, "STSBenchmark-dev").without_sentences_of(benchmark_sts).subsample(dev_pairs)
 
+    flag_sets = {
+        FLAGGED[0]: sets[0].queries,
+        FLAGGED[1]: list(
+            dict.fromkeys(
+                [q for t in family.retrieval.values() for q in t.queries]
+                + [s for t in family.sts.values() for s in (*t.first, *t.second)]
+            )
+        ),
+        FLAGGED[2]: list(dict.fromkeys([*dev_sts.first, *dev_sts.second])),
+    }
+
+    def flagged(emb: GenEmbedder) -> dict:
+        """The share of each set the gate flags (read as `mix_query` reads it: the probe's own pass)."""
+        if emb.query_gate is None:
+            return {}
+        out = {}
+        for name, texts in flag_sets.items():
+            probe_vectors, _ = encode_probe_queries_cached(emb, texts, cache)
+            teacher_vectors, _ = encode_queries_cached(emb.teacher, texts, cache)
+            out[name] = float(np.mean(emb.query_gate.blocks(probe_vectors, texts, teacher_vectors)))
+        return out
+
     def scores(emb) -> dict:
         docs, _ = encode_documents_cached(emb, corpus.texts, cache)
         ranked = {qs.name: rank(encode_queries_cached(emb, qs.queries, cache)[0], docs, corpus.ids, 20) for qs in sets}
@@ -84,6 +118,7 @@ def main(
             **{t: general[t] for t in RETRIEVAL},
             DEV[0]: score_retrieval(emb, dev_retrieval, cache)["metric"],
             DEV[1]: score_sts(emb, dev_sts, cache)["metric"],
+            **(flagged(emb) if isinstance(emb, GenEmbedder) else {}),
         }
 
     teacher, gated, ungated = build_embedders(["teacher", "gen_hybrid", "gen_hybrid_ungated"], checkpoint)
@@ -98,6 +133,16 @@ def main(
             label = f"β={beta:g}" + (" (fitted)" if beta == fitted else "") + ("" if beta == 0 else f", gate: {gate}")
             rows.append({"embedder": label, "β": beta, "gate": gate, **scores(emb)})
             typer.echo({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()})
+    gate = gated.query_gate
+    assert gate is not None, "the checkpoint has no harm probe to gate with"
+    shipped_threshold = gate.threshold
+    gated.query_mix = gate_beta
+    for threshold in (float(t) for t in gate_thresholds.split(",") if t):
+        gate.threshold = threshold
+        label = f"β={gate_beta:g}, gate: probe > {threshold:g}"
+        rows.append({"embedder": label, "β": gate_beta, "gate": f"probe > {threshold:g}", **scores(gated)})
+        typer.echo({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()})
+    gate.threshold = shipped_threshold
     base = rows[0]
     for row in rows:
         row["adv top5 vs teacher"] = row["adv top5 acc"] / max(1e-9, base["adv top5 acc"]) - 1
@@ -112,6 +157,8 @@ def main(
         "dev sets": f"PubMedQA {len(dev_retrieval.queries)} questions against its {len(dev_retrieval.corpus.ids)} "
         f"abstracts; STS-B dev {len(dev_sts.scores)} pairs with no sentence in an STS benchmark "
         "(the checkpoint's own query instruction)",
+        "gate": f"'probe' is the checkpoint's threshold ({shipped_threshold:.3f}); 'probe > t' sets it to t",
+        "flagged": "AdvBench goals; the general tasks' retrieval queries and STS sentences; STS-B dev sentences",
         "checkpoint": checkpoint or "shipped default",
     }
     notes = (

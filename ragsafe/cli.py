@@ -262,6 +262,11 @@ def search(
     query_mix: float | None = typer.Option(
         None, help="gen_hybrid: weight β of the teacher's view of the query (default: the checkpoint's fitted β)."
     ),
+    harm_threshold: float | None = typer.Option(
+        None,
+        help="Trained gen embedders: the harm probe's threshold for flag/suppress and gen_hybrid's gate "
+        "(default: the checkpoint's; higher flags fewer queries).",
+    ),
     index_path: Path | None = typer.Option(None, help="Embedded Qdrant folder."),
     qdrant_url: str | None = typer.Option(None, help="A Qdrant server or cluster URL."),
     api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
@@ -273,6 +278,8 @@ def search(
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
     if query_mix is not None and (query_mix < 0 or embedder not in ("gen_hybrid", "gen_hybrid_ungated")):
         raise typer.BadParameter("a weight >= 0, for a gen_hybrid embedder", param_hint="--query-mix")
+    if harm_threshold is not None and (not embedder.startswith("gen") or embedder.endswith("_untrained")):
+        raise typer.BadParameter("the harm probe belongs to trained gen embedders", param_hint="--harm-threshold")
     # after the checks: these imports take seconds (torch, transformers)
     from ragsafe.embedders.gen import GenEmbedder
     from ragsafe.embedders.registry import build_embedders
@@ -288,7 +295,11 @@ def search(
             else:
                 with console.status("loading the embedder"):
                     emb = build_embedders(
-                        [embedder], str(checkpoint) if checkpoint else None, backbone, query_mix=query_mix
+                        [embedder],
+                        str(checkpoint) if checkpoint else None,
+                        backbone,
+                        query_mix=query_mix,
+                        harm_threshold=harm_threshold,
                     )[0]
             note = ""
             if isinstance(emb, GenEmbedder) and safety != "off":

@@ -56,6 +56,9 @@ def test_clear_errors(tmp_path):
     for mix in (["--embedder", "teacher", "--query-mix", "1"], ["--embedder", "gen_hybrid", "--query-mix", "-1"]):
         wrong_mix = runner.invoke(app, ["search", "demo", "x", *mix, *args])
         assert wrong_mix.exit_code == 2 and "--query-mix" in wrong_mix.output
+    for name in ("teacher", "gen_asym_untrained"):
+        no_probe = runner.invoke(app, ["search", "demo", "x", "--embedder", name, "--harm-threshold", "2", *args])
+        assert no_probe.exit_code == 2 and "--harm-threshold" in no_probe.output
     both = runner.invoke(app, ["train", "--domain", "medical", "--queries", "x.txt"])
     assert both.exit_code != 0
     (tmp_path / "ckpt").mkdir()

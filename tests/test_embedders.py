@@ -173,9 +173,22 @@ def test_gen_hybrid_is_gated_by_the_checkpoints_harm_probe(qwen_tiny, teacher, t
     with pytest.raises(ValueError, match="needs hybrid=True"):
         GenEmbedder.load(ck, qwen_tiny, teacher=teacher, query_mix=2.0)
 
+    # the user's threshold: above the first query's score nothing is flagged, by the gate or the scorer
+    from ragsafe.retrieval import RefusalScorer
+
+    lenient = build_embedders(["gen_hybrid", "gen_asym"], str(ck), qwen_tiny, teacher, harm_threshold=1.5)
+    np.testing.assert_allclose(lenient[0].encode_queries(QUERIES), mixed, atol=1e-5)
+    for emb in lenient:
+        scorer = RefusalScorer.for_embedder(emb)
+        assert scorer is not None and scorer.threshold == 1.5
+        assert not scorer.blocks(pure, QUERIES).any()
+    assert RefusalScorer.for_embedder(gated).threshold == 0.999  # the checkpoint itself is untouched
+
     no_probe = tmp_path / "no_probe"  # a checkpoint without a probe keeps the plain mix
     save_checkpoint(encoder, no_probe, extra={"query_mix": {"beta": 0.4}})
     assert GenEmbedder.load(no_probe, qwen_tiny, teacher=teacher, hybrid=True).query_gate is None
+    with pytest.raises(ValueError, match="no harm probe"):
+        GenEmbedder.load(no_probe, qwen_tiny, teacher=teacher, hybrid=True, harm_threshold=1.0)
     with pytest.raises(ValueError, match="needs query_mix"):
         GenEmbedder(encoder, documents="teacher", teacher=teacher, query_gate=gated.query_gate)
 

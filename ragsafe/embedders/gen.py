@@ -114,12 +114,15 @@ class GenEmbedder:
         hybrid: bool = False,
         gated: bool = True,
         query_mix: float | None = None,
+        harm_threshold: float | None = None,
     ) -> GenEmbedder:
         """Load a checkpoint (default: the one shipped for the default backbone).
 
         hybrid=True: gen_hybrid, with the checkpoint's fitted query mix (documents go to the teacher),
         gated by the checkpoint's harm probe where it has one (gated=False: the mix applies to every query).
         query_mix overrides the fitted β (`benchmarks/results/query_mix.md` shows what each β buys).
+        harm_threshold overrides the harm probe's threshold, for the gate and for `SafeRetriever` alike:
+        higher flags fewer queries (fewer false alarms on benign ones, more harmful ones let through).
 
         Without any checkpoint, the tokens are freshly initialised (untrained): everything works, the
         embeddings just carry no training yet; a warning says so.
@@ -128,6 +131,8 @@ class GenEmbedder:
         config: dict = read_config(path) if path is not None else {}
         if query_mix is not None and not hybrid:
             raise ValueError("query_mix is the weight of gen_hybrid's mix: it needs hybrid=True.")
+        if harm_threshold is not None and (config.get("safety") or {}).get("threshold") is None:
+            raise ValueError(f"harm_threshold: checkpoint {path} has no harm probe to set it on")
         if hybrid:  # checked before the backbone loads: a wrong checkpoint fails fast
             documents = "teacher"
             query_mix = fitted_query_mix(path) if query_mix is None else query_mix
@@ -150,6 +155,8 @@ class GenEmbedder:
             query_mix=query_mix,
         )
         embedder.safety = config.get("safety")
+        if harm_threshold is not None:
+            embedder.safety = {**embedder.safety, "threshold": float(harm_threshold)}
         if hybrid and gated and (embedder.safety or {}).get("direction") is not None:
             from ragsafe.retrieval import RefusalScorer  # that module builds on this one
 

@@ -37,8 +37,10 @@ def build_embedders(
     teacher: TeacherEmbedder | None = None,
     hyde_settings: GenerationSettings | None = None,
     query_mix: float | None = None,
+    harm_threshold: float | None = None,
 ) -> list[Embedder]:
-    """query_mix: β for the gen_hybrid entries instead of the checkpoint's fitted one."""
+    """query_mix: β for the gen_hybrid entries instead of the checkpoint's fitted one; harm_threshold:
+    the harm probe's threshold for the trained gen entries instead of the checkpoint's."""
     unknown = [n for n in names if n not in NAMES]
     if unknown:
         raise ValueError(f"unknown embedder(s) {unknown}; known: {', '.join(NAMES)}")
@@ -55,10 +57,19 @@ def build_embedders(
         elif name == "teacher":
             out.append(teacher)
         elif name in ("gen", "gen_asym"):
-            out.append(GenEmbedder.load(checkpoint, bb, documents, teacher))
+            out.append(GenEmbedder.load(checkpoint, bb, documents, teacher, harm_threshold=harm_threshold))
         elif name in ("gen_hybrid", "gen_hybrid_ungated"):
             gated = name == "gen_hybrid"
-            emb = GenEmbedder.load(checkpoint, bb, documents, teacher, hybrid=True, gated=gated, query_mix=query_mix)
+            emb = GenEmbedder.load(
+                checkpoint,
+                bb,
+                documents,
+                teacher,
+                hybrid=True,
+                gated=gated,
+                query_mix=query_mix,
+                harm_threshold=harm_threshold,
+            )
             emb.name = name
             out.append(emb)
         elif name in ("gen_untrained", "gen_asym_untrained", "gen_hybrid_untrained"):
