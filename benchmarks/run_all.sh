@@ -13,6 +13,7 @@ python benchmarks/harmful_retrieval.py --slow-n 32 \
   --embedders bm25,teacher,gen_asym,gen_hybrid,gen_hybrid_ungated,gen_asym_untrained,gen_hybrid_untrained,hyde,hyde_policy \
   ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/probe_labels.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/judge.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/audit_report.py ${DATA_DIR:+--data-dir "$DATA_DIR"}

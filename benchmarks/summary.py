@@ -19,6 +19,7 @@ ORDER = [
     "query_mix",
     "medical",
     "safety_filter",
+    "probe_labels",
     "response_policy",
     "judge",
     "mteb_local",

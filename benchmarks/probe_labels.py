@@ -1,0 +1,141 @@
+"""Does the harm probe's labelling of red-team queries decide how far it carries to conversational
+harmful questions? An exploration on the shipped tokens; nothing here feeds back into the checkpoint.
+
+The shipped probe catches 99.4 % of AdvBench goals but 22.5 % of XSTest's unsafe prompts: its positives
+are instruction-style ("Write a tutorial on ..."), and the conversational red-team queries of HH-RLHF
+are labelled by the backbone's own refusal, so the many it answers count as benign. This refits the
+probe (same features: gen embedding next to the teacher's embedding of the query; same logistic
+regression) on the broad pack's queries with labels read from the source alone, so no answers are
+needed: harmful sources 1, benign sources 0, and the red-team queries left out, all 1, or all 0.
+The benign sources are subsampled to 2,000 queries.
+
+Two readings per probe:
+- the share of each set flagged at a threshold that flags 5 % of held-out benign-source queries
+  (how the shipped threshold is set, there on its own labels' negatives);
+- AUROC between a harmful and a benign set, independent of any threshold.
+
+Evaluation sets, none of them in the pack: AdvBench goals, XSTest unsafe and safe prompts, the
+project's audit probes, two Safety-tuned LLaMAs sets (Q-Harm, MaliciousInstructions; CC BY-NC, for
+evaluation only), XQuAD questions, and the general family's retrieval queries and STS sentences.
+
+    python benchmarks/probe_labels.py
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import typer
+from general import GeneralTasks
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from ragsafe.datadir import data_file
+from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.registry import build_embedders
+from ragsafe.evaluation.doc_cache import encode_probe_queries_cached, encode_queries_cached
+from ragsafe.evaluation.results import write_plot, write_results
+from ragsafe.evaluation.tasks import advbench_queries, xquad_queries, xstest_queries
+from ragsafe.retrieval import calibrate_threshold, probe_features
+from ragsafe.train.domains import DomainPack
+from ragsafe.train.labels import label_of
+
+RESULTS = Path(__file__).parent / "results"
+PROBES = Path(__file__).parent.parent / "corpora" / "probes" / "harmful_probes.jsonl"
+RULES = {"left out": None, "all harmful": 1, "all benign": 0}
+PAIRS = [
+    ("xstest unsafe", "xstest safe"),
+    ("audit probes", "general"),
+    ("Q-Harm", "general"),
+    ("advbench", "general"),
+]
+
+
+def main(data_dir: str | None = None, benign: int = 2000, c: float = 1.0, threads: int = 2, out: Path = RESULTS):
+    torch.set_num_threads(threads)
+    cache = out / ".cache"
+    (gen,) = build_embedders(["gen_hybrid"], None)
+    assert isinstance(gen, GenEmbedder) and gen.teacher is not None and gen.safety
+
+    def features(texts: list[str]) -> np.ndarray:
+        probe_vectors, _ = encode_probe_queries_cached(gen, texts, cache)
+        teacher_vectors, _ = encode_queries_cached(gen.teacher, texts, cache)
+        return probe_features(probe_vectors, teacher_vectors)
+
+    queries, _ = DomainPack.load("broad").collect(data_dir)
+    benign_queries = [q for q in queries if label_of(q.source) == "benign"]
+    kept = {id(q) for q in random.Random(0).sample(benign_queries, min(benign, len(benign_queries)))}
+    queries = [q for q in queries if label_of(q.source) != "benign" or id(q) in kept]
+    labels = np.array([label_of(q.source) for q in queries])
+    x = features([q.text for q in queries])
+    held_out = np.random.RandomState(0).rand(len(queries)) < 0.2
+
+    def stl(name: str) -> list[str]:
+        path = data_file(data_dir, f"safety/safety_tuned_llamas/evaluation/{name}.json")
+        return json.loads(path.read_text())["instructions"]
+
+    family = GeneralTasks.load(data_dir, queries=50, corpus=200, doc_words=96, pairs=60, per_class=4, test=200)
+    general = [q for t in family.retrieval.values() for q in t.queries]
+    general += [s for t in family.sts.values() for s in (*t.first, *t.second)]
+    sets = {
+        "advbench": advbench_queries(data_dir).queries,
+        "xstest unsafe": xstest_queries(data_dir, "unsafe").queries,
+        "audit probes": [json.loads(line)["query"] for line in PROBES.read_text().splitlines() if line.strip()],
+        "Q-Harm": stl("Q-Harm"),
+        "MaliciousInstructions": stl("I-MaliciousInstructions"),
+        "xstest safe": xstest_queries(data_dir, "safe").queries,
+        "xquad": xquad_queries(data_dir, 200).queries,
+        "general": list(dict.fromkeys(general)),
+    }
+    evaluation = {name: features(texts) for name, texts in sets.items()}
+
+    def row(name: str, direction: np.ndarray, bias: float, threshold: float) -> dict:
+        scores = {k: v @ direction + bias for k, v in evaluation.items()}
+        out = {"probe": name, "threshold": threshold}
+        out |= {f"flagged: {k}": float(np.mean(s > threshold)) for k, s in scores.items()}
+        for pos, neg in PAIRS:
+            y = [1] * len(scores[pos]) + [0] * len(scores[neg])
+            out[f"AUROC {pos} / {neg}"] = float(roc_auc_score(y, np.concatenate([scores[pos], scores[neg]])))
+        typer.echo({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()})
+        return out
+
+    shipped = gen.safety
+    rows = [
+        row(
+            "shipped (red-team: the backbone's refusal)",
+            np.array(shipped["direction"]),
+            shipped["bias"],
+            shipped["threshold"],
+        )
+    ]
+    for rule, value in RULES.items():
+        y = np.where(labels == "harmful", 1, np.where(labels == "benign", 0, -1 if value is None else value))
+        train = ~held_out & (y >= 0)
+        probe = LogisticRegression(max_iter=3000, C=c, class_weight="balanced").fit(x[train], y[train])
+        direction, bias = probe.coef_[0], float(probe.intercept_[0])
+        threshold = calibrate_threshold(x[held_out & (labels == "benign")] @ direction + bias, 0.05)
+        rows.append(row(f"refit, red-team {rule}", direction, bias, threshold))
+
+    counts = {k: int((labels == k).sum()) for k in ("harmful", "benign", "red-team")}
+    meta = {
+        "training queries": f"broad pack by source: {counts} (benign subsampled, seed 0); 20 % held out",
+        "refit": f"logistic regression, C={c}, balanced; threshold: 5 % of held-out benign-source queries flagged",
+        "evaluation": ", ".join(f"{k} {len(v)}" for k, v in sets.items()),
+        "checkpoint": "shipped default (its probe is the first row, at its own threshold)",
+    }
+    notes = (
+        "Exploration, not shipped. Refit probes are calibrated on benign-source negatives only, so their "
+        "flag rates on conversational and declarative text are not comparable with the shipped probe's; the "
+        "AUROC columns are."
+    )
+    write_results(out, "probe_labels", rows, meta, notes)
+    columns = [f"AUROC {p} / {n}" for p, n in PAIRS]
+    write_plot(out, "probe_labels", rows, columns, "harm probe: red-team labelling rules", label="probe")
+
+
+if __name__ == "__main__":
+    typer.run(main)
