@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,8 @@ def write_plot(
     for i, row in enumerate(rows):
         values = [row.get(c) if isinstance(row.get(c), (int, float)) else np.nan for c in columns]
         ax.bar(x + i * width - 0.4 + width / 2, values, width, label=str(row[label]), color=colours[i % len(colours)])
-    ax.set_xticks(x, columns, rotation=30 if len(columns) > 4 else 0, ha="right" if len(columns) > 4 else "center")
+    ticks = [textwrap.fill(c, 20) for c in columns]  # long metric names would run into each other
+    ax.set_xticks(x, ticks, rotation=30 if len(columns) > 4 else 0, ha="right" if len(columns) > 4 else "center")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars stay visible
