@@ -7,7 +7,9 @@ are labelled by the backbone's own refusal, so the many it answers count as beni
 probe (same features: gen embedding next to the teacher's embedding of the query; same logistic
 regression) on the broad pack's queries with labels read from the source alone, so no answers are
 needed: harmful sources 1, benign sources 0, and the red-team queries left out, all 1, or all 0.
-The benign sources are subsampled to 2,000 queries.
+The benign sources are subsampled to 2,000 queries. A last rule labels the red-team queries harmful
+and adds plain declarative text as negatives, which none of the pack's benign pools is: 1,500
+sentences of STS-B's train split that no STS benchmark contains (compared on letters and digits).
 
 Two readings per probe:
 - the share of each set flagged at a threshold that flags 5 % of held-out benign-source queries
@@ -39,7 +41,7 @@ from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.registry import build_embedders
 from ragsafe.evaluation.doc_cache import encode_probe_queries_cached, encode_queries_cached
 from ragsafe.evaluation.results import write_plot, write_results
-from ragsafe.evaluation.tasks import advbench_queries, xquad_queries, xstest_queries
+from ragsafe.evaluation.tasks import STS_TASKS, advbench_queries, sts, xquad_queries, xstest_queries
 from ragsafe.retrieval import calibrate_threshold, probe_features
 from ragsafe.train.domains import DomainPack
 from ragsafe.train.labels import label_of
@@ -55,7 +57,14 @@ PAIRS = [
 ]
 
 
-def main(data_dir: str | None = None, benign: int = 2000, c: float = 1.0, threads: int = 2, out: Path = RESULTS):
+def main(
+    data_dir: str | None = None,
+    benign: int = 2000,
+    declarative: int = 1500,
+    c: float = 1.0,
+    threads: int = 2,
+    out: Path = RESULTS,
+):
     torch.set_num_threads(threads)
     cache = out / ".cache"
     (gen,) = build_embedders(["gen_hybrid"], None)
@@ -120,10 +129,34 @@ def main(data_dir: str | None = None, benign: int = 2000, c: float = 1.0, thread
         threshold = calibrate_threshold(x[held_out & (labels == "benign")] @ direction + bias, 0.05)
         rows.append(row(f"refit, red-team {rule}", direction, bias, threshold))
 
+    # red-team harmful, plus declarative benign text the pack lacks (held out like the queries)
+    benchmark_sts = [sts(data_dir, name) for name in STS_TASKS]
+    train_sts = sts(data_dir, "STSBenchmark-train").without_sentences_of(benchmark_sts)
+    sentences = list(dict.fromkeys([*train_sts.first, *train_sts.second]))
+    sentences = random.Random(0).sample(sentences, min(declarative, len(sentences)))
+    x_all = np.vstack([x, features(sentences)])
+    y = np.concatenate([np.where(labels == "benign", 0, 1), np.zeros(len(sentences), dtype=int)])
+    held = np.concatenate([held_out, np.random.RandomState(1).rand(len(sentences)) < 0.2])
+    negatives = held & (y == 0)
+    probe = LogisticRegression(max_iter=3000, C=c, class_weight="balanced").fit(x_all[~held], y[~held])
+    direction, bias = probe.coef_[0], float(probe.intercept_[0])
+    for rate in (0.05, 0.01):
+        threshold = calibrate_threshold(x_all[negatives] @ direction + bias, rate)
+        rows.append(
+            row(
+                f"refit, red-team all harmful, + STS-B train sentences ({rate:.0%} threshold)",
+                direction,
+                bias,
+                threshold,
+            )
+        )
+
     counts = {k: int((labels == k).sum()) for k in ("harmful", "benign", "red-team")}
     meta = {
         "training queries": f"broad pack by source: {counts} (benign subsampled, seed 0); 20 % held out",
-        "refit": f"logistic regression, C={c}, balanced; threshold: 5 % of held-out benign-source queries flagged",
+        "refit": f"logistic regression, C={c}, balanced; threshold: 5 % of held-out benign-source queries flagged "
+        "(the last rule: 5 % or 1 % of its held-out negatives, STS-B train sentences included)",
+        "declarative negatives": f"{len(sentences)} STS-B train sentences in no STS benchmark (seed 0)",
         "evaluation": ", ".join(f"{k} {len(v)}" for k, v in sets.items()),
         "checkpoint": "shipped default (its probe is the first row, at its own threshold)",
     }

@@ -292,12 +292,12 @@ class PairTask:
 
 
 STS_TASKS = ("STSBenchmark", "STS12", "STS13", "STS14", "STS15", "STS16", "BIOSSES")
-STSB_FILES = {"STSBenchmark": "sts-test.csv", "STSBenchmark-dev": "sts-dev.csv"}
+STSB_FILES = {"STSBenchmark": "sts-test.csv", "STSBenchmark-dev": "sts-dev.csv", "STSBenchmark-train": "sts-train.csv"}
 
 
 def sts(data_dir: str | Path | None, name: str) -> PairTask:
-    """STS-B test (or its dev split, "STSBenchmark-dev"), SemEval STS12-16 (all their scored subsets)
-    or BIOSSES (mean annotator score)."""
+    """STS-B test (or its dev and train splits, "STSBenchmark-dev", "STSBenchmark-train"), SemEval
+    STS12-16 (all their scored subsets) or BIOSSES (mean annotator score)."""
     first, second, scores = [], [], []
     if name in STSB_FILES:
         for line in data_file(data_dir, f"sts/stsbenchmark/{STSB_FILES[name]}").read_text().splitlines():
