@@ -161,9 +161,9 @@ def main(
         "checkpoint": "shipped default (its probe is the first row, at its own threshold)",
     }
     notes = (
-        "Exploration, not shipped. Refit probes are calibrated on benign-source negatives only, so their "
-        "flag rates on conversational and declarative text are not comparable with the shipped probe's; the "
-        "AUROC columns are."
+        "Exploration, not shipped. The refit probes' thresholds come from benign-source negatives (the last "
+        "rule's also from STS-B sentences), not from the shipped labels' negatives, so their flag rates are "
+        "not comparable with the shipped probe's; the AUROC columns are."
     )
     write_results(out, "probe_labels", rows, meta, notes)
     columns = [f"AUROC {p} / {n}" for p, n in PAIRS]
