@@ -70,6 +70,12 @@ class GeneralTasks:
             banking77(data_dir, per_class, test),
         )
 
+    def query_texts(self) -> list[str]:
+        """The retrieval queries and the STS sentences, each once: the texts a query embedder reads here
+        (Banking77's aside)."""
+        queries = [q for t in self.retrieval.values() for q in t.queries]
+        return list(dict.fromkeys(queries + [s for t in self.sts.values() for s in (*t.first, *t.second)]))
+
     def score(self, emb: Embedder, instructions: dict[str, str], cache: Path, slow_n: int) -> tuple[dict, list[dict]]:
         """(the embedder's row: one metric per task it runs, the per-task details)."""
         row: dict = {"embedder": emb.name}

@@ -88,8 +88,6 @@ def main(
         return json.loads(path.read_text())["instructions"]
 
     family = GeneralTasks.load(data_dir, queries=50, corpus=200, doc_words=96, pairs=60, per_class=4, test=200)
-    general = [q for t in family.retrieval.values() for q in t.queries]
-    general += [s for t in family.sts.values() for s in (*t.first, *t.second)]
     sets = {
         "advbench": advbench_queries(data_dir).queries,
         "xstest unsafe": xstest_queries(data_dir, "unsafe").queries,
@@ -98,7 +96,7 @@ def main(
         "MaliciousInstructions": stl("I-MaliciousInstructions"),
         "xstest safe": xstest_queries(data_dir, "safe").queries,
         "xquad": xquad_queries(data_dir, 200).queries,
-        "general": list(dict.fromkeys(general)),
+        "general": family.query_texts(),
     }
     evaluation = {name: features(texts) for name, texts in sets.items()}
 
@@ -132,7 +130,7 @@ def main(
     # red-team harmful, plus declarative benign text the pack lacks (held out like the queries)
     benchmark_sts = [sts(data_dir, name) for name in STS_TASKS]
     train_sts = sts(data_dir, "STSBenchmark-train").without_sentences_of(benchmark_sts)
-    sentences = list(dict.fromkeys([*train_sts.first, *train_sts.second]))
+    sentences = train_sts.sentences()
     sentences = random.Random(0).sample(sentences, min(declarative, len(sentences)))
     x_all = np.vstack([x, features(sentences)])
     y = np.concatenate([np.where(labels == "benign", 0, 1), np.zeros(len(sentences), dtype=int)])

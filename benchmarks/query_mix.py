@@ -85,13 +85,8 @@ def main(
 
     flag_sets = {
         FLAGGED[0]: sets[0].queries,
-        FLAGGED[1]: list(
-            dict.fromkeys(
-                [q for t in family.retrieval.values() for q in t.queries]
-                + [s for t in family.sts.values() for s in (*t.first, *t.second)]
-            )
-        ),
-        FLAGGED[2]: list(dict.fromkeys([*dev_sts.first, *dev_sts.second])),
+        FLAGGED[1]: family.query_texts(),
+        FLAGGED[2]: dev_sts.sentences(),
     }
 
     def flagged(emb: GenEmbedder) -> dict:

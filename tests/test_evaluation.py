@@ -118,6 +118,7 @@ def test_dev_sets_read_pubmedqa_and_the_stsb_dev_split(tmp_path):
     dev = PairTask("dev", ["a cat", "rain", "The sun is out.", "snow"], ["a dog", "sun", "fog", "ice"], [3.5, 1, 2, 0])
     clean = dev.without_sentences_of([benchmark])
     assert (clean.first, clean.second, clean.scores) == (["rain", "snow"], ["sun", "ice"], [1, 0])
+    assert PairTask("p", ["a", "b", "a"], ["b", "c", "d"], [1, 2, 3]).sentences() == ["a", "b", "c", "d"]
 
 
 def test_family_scores_with_the_teacher(teacher, tmp_path):

@@ -269,6 +269,10 @@ class PairTask:
             [self.scores[i] for i in picked],
         )
 
+    def sentences(self) -> list[str]:
+        """Every sentence once, first sides first, in order."""
+        return list(dict.fromkeys([*self.first, *self.second]))
+
     def without_sentences_of(self, others: list[PairTask]) -> PairTask:
         """The pairs none of whose sentences occurs in the other tasks, compared on letters and digits
         only (STS12 is tokenised: "a horse ." is STS-B's "A horse."): STS-B's splits reuse STS12-16
