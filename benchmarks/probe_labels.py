@@ -1,26 +1,28 @@
-"""Does the harm probe's labelling of red-team queries decide how far it carries to conversational
-harmful questions? An exploration on the shipped tokens; nothing here feeds back into the checkpoint.
+"""How far does the harm probe carry to conversational harmful questions, and what decides it?
 
-The shipped probe catches 99.4 % of AdvBench goals but 22.5 % of XSTest's unsafe prompts: its positives
-are instruction-style ("Write a tutorial on ..."), and the conversational red-team queries of HH-RLHF
-are labelled by the backbone's own refusal, so the many it answers count as benign. This refits the
-probe (same features: gen embedding next to the teacher's embedding of the query; same logistic
-regression) on the broad pack's queries with labels read from the source alone, so no answers are
-needed: harmful sources 1, benign sources 0, and the red-team queries left out, all 1, or all 0.
-The benign sources are subsampled to 2,000 queries. A last rule labels the red-team queries harmful
-and adds plain declarative text as negatives, which none of the pack's benign pools is: 1,500
-sentences of STS-B's train split that no STS benchmark contains (compared on letters and digits).
+The training-time probe (`ragsafe.train.calibrate`) caught 99.4 % of AdvBench goals but 22.5 % of
+XSTest's unsafe prompts: its positives are instruction-style ("Write a tutorial on ..."), and the
+conversational red-team queries of HH-RLHF are labelled by the backbone's own refusal, so the many it
+answers count as benign. The shipped probe is now fitted by source instead (`ragsafe fit-probe`,
+`ragsafe.train.source_probe`: question copies of how-to requests, benign look-alikes, declarative
+negatives, red-team left out). This script measures it beside the earlier labelling rules, refitted
+here on the broad pack's queries with the same features (gen embedding next to the teacher's
+embedding of the query) and the same logistic regression: harmful sources 1, benign sources 0, and
+the red-team queries left out, all 1, or all 0 (benign sources subsampled to 2,000 queries); a last
+rule labels the red-team queries harmful and adds 1,500 STS-B train sentences that no STS benchmark
+contains as negatives. `--baseline CONFIG` adds the probe of another checkpoint's config.json, e.g.
+the training-time one: `git show bb21e1a:ragsafe/checkpoints/default/config.json > before.json`.
 
 Two readings per probe:
-- the share of each set flagged at a threshold that flags 5 % of held-out benign-source queries
-  (how the shipped threshold is set, there on its own labels' negatives);
+- the share of each set flagged at the probe's threshold (the refits: 5 % of held-out benign-source
+  queries flagged, the last rule 5 % or 1 % of its held-out negatives);
 - AUROC between a harmful and a benign set, independent of any threshold.
 
-Evaluation sets, none of them in the pack: AdvBench goals, XSTest unsafe and safe prompts, the
+Evaluation sets, none of them in a training pack: AdvBench goals, XSTest unsafe and safe prompts, the
 project's audit probes, two Safety-tuned LLaMAs sets (Q-Harm, MaliciousInstructions; CC BY-NC, for
 evaluation only), XQuAD questions, and the general family's retrieval queries and STS sentences.
 
-    python benchmarks/probe_labels.py
+    python benchmarks/probe_labels.py [--baseline before.json]
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def main(
     declarative: int = 1500,
     c: float = 1.0,
     threads: int = 2,
+    baseline: Path | None = None,
     out: Path = RESULTS,
 ):
     torch.set_num_threads(threads)
@@ -110,15 +113,16 @@ def main(
         typer.echo({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()})
         return out
 
-    shipped = gen.safety
-    rows = [
-        row(
-            "shipped (red-team: the backbone's refusal)",
-            np.array(shipped["direction"]),
-            shipped["bias"],
-            shipped["threshold"],
-        )
-    ]
+    def stored(name: str, safety: dict) -> dict:
+        if safety.get("features") != "gen+teacher":
+            raise typer.BadParameter(f"{name}: not a gen+teacher harm probe", param_hint="--baseline")
+        return row(name, np.array(safety["direction"]), safety["bias"], safety["threshold"])
+
+    rows = []
+    if baseline is not None:
+        before = json.loads(baseline.read_text()).get("safety") or {}
+        rows.append(stored(f"baseline ({before.get('labels', baseline.name)})", before))
+    rows.append(stored("shipped: by source (ragsafe fit-probe)", gen.safety))
     for rule, value in RULES.items():
         y = np.where(labels == "harmful", 1, np.where(labels == "benign", 0, -1 if value is None else value))
         train = ~held_out & (y >= 0)
@@ -156,12 +160,12 @@ def main(
         "(the last rule: 5 % or 1 % of its held-out negatives, STS-B train sentences included)",
         "declarative negatives": f"{len(sentences)} STS-B train sentences in no STS benchmark (seed 0)",
         "evaluation": ", ".join(f"{k} {len(v)}" for k, v in sets.items()),
-        "checkpoint": "shipped default (its probe is the first row, at its own threshold)",
+        "checkpoint": "shipped default (its probe at its own threshold; a baseline at its own)",
     }
     notes = (
-        "Exploration, not shipped. The refit probes' thresholds come from benign-source negatives (the last "
-        "rule's also from STS-B sentences), not from the shipped labels' negatives, so their flag rates are "
-        "not comparable with the shipped probe's; the AUROC columns are."
+        "The refit rules are explorations, not shipped. Each probe's threshold comes from its own held-out "
+        "negatives, so flag rates compare only at similar false alarms on the benign sets; the AUROC columns "
+        "compare directly."
     )
     write_results(out, "probe_labels", rows, meta, notes)
     columns = [f"AUROC {p} / {n}" for p, n in PAIRS]

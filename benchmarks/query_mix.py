@@ -10,8 +10,9 @@ choosing β without looking at a benchmark: PubMedQA (question -> its abstract) 
 split cleaned of every sentence the STS benchmarks contain (STS-B's splits reuse STS12-16 pairs).
 They run under the checkpoint's own query instruction, as `ragsafe search` does.
 
-The gate's threshold is swept too, at one β (`--gate-beta`): the shipped one flags at most 5 % of the
-training run's held-out benign queries, and the benchmarks' benign queries are flagged more often
+The gate's threshold is swept too, at one β (`--gate-beta`; `--gate-thresholds`, by default the
+checkpoint's threshold plus `--gate-offsets`): the shipped one is set on held-out training-side
+negatives, and the benchmarks' benign queries are flagged more often
 than that (their false alarms are what keeps the gated mix below the teacher). Each row says what
 share of AdvBench, of the general tasks' queries and sentences and of the STS-B dev sentences it flags.
 
@@ -20,7 +21,7 @@ so the row at the shipped β reproduces gen_hybrid's numbers there. All vectors 
 the family scripts fill (gen and teacher query vectors, teacher document vectors); a cold cache runs
 the backbone over every query once.
 
-    python benchmarks/query_mix.py [--betas 0,0.3,0.6,1,2,4] [--gate-beta 2 --gate-thresholds 1.5,2,2.5,3,3.5]
+    python benchmarks/query_mix.py [--betas 0,0.3,0.6,1,2,4] [--gate-beta 2 --gate-offsets 0.5,1,1.5,2,3]
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def main(
     dev_queries: int = 300,
     dev_pairs: int = 300,
     gate_beta: float = 2.0,
-    gate_thresholds: str = "1.5,2,2.5,3,3.5",
+    gate_thresholds: str = "",
+    gate_offsets: str = "0.5,1,1.5,2,3",
     out: Path = RESULTS,
 ) -> None:
     torch.set_num_threads(threads)
@@ -132,7 +134,11 @@ def main(
     assert gate is not None, "the checkpoint has no harm probe to gate with"
     shipped_threshold = gate.threshold
     gated.query_mix = gate_beta
-    for threshold in (float(t) for t in gate_thresholds.split(",") if t):
+    if gate_thresholds:
+        thresholds = [float(t) for t in gate_thresholds.split(",") if t]
+    else:  # a probe's scores have their own scale: by default, steps above the checkpoint's threshold
+        thresholds = [round(shipped_threshold + float(o), 3) for o in gate_offsets.split(",") if o]
+    for threshold in thresholds:
         gate.threshold = threshold
         label = f"β={gate_beta:g}, gate: probe > {threshold:g}"
         rows.append({"embedder": label, "β": gate_beta, "gate": f"probe > {threshold:g}", **scores(gated)})

@@ -13,7 +13,13 @@ python benchmarks/harmful_retrieval.py --slow-n 32 \
   --embedders bm25,teacher,gen_asym,gen_hybrid,gen_hybrid_ungated,gen_asym_untrained,gen_hybrid_untrained,hyde,hyde_policy \
   ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
-python benchmarks/probe_labels.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+# the training-time probe the shipped one replaced, from git history where there is one
+before=$(mktemp --suffix .json)
+if git show bb21e1a:ragsafe/checkpoints/default/config.json > "$before" 2>/dev/null; then
+  python benchmarks/probe_labels.py --baseline "$before" ${DATA_DIR:+--data-dir "$DATA_DIR"}
+else
+  python benchmarks/probe_labels.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+fi
 python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/judge.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/audit_report.py ${DATA_DIR:+--data-dir "$DATA_DIR"}

@@ -196,6 +196,34 @@ def calibrate(
     console.print(f"written to {path / 'config.json'}")
 
 
+@app.command("fit-probe")
+def fit_probe(
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint folder to refit (default: the shipped one)."),
+    data_dir: Path | None = typer.Option(None, help="Data folder (default: ../shared/data)."),
+    pack: Path | None = typer.Option(None, help="Query pack with harmful/benign sources (default: the shipped one)."),
+    declarative: int = typer.Option(1500, min=0, help="STS-B train sentences added as benign negatives."),
+    min_caught: float = typer.Option(0.9, min=0.01, max=1.0, help="Held-out harmful share the threshold must catch."),
+) -> None:
+    """Refit a checkpoint's harm probe from its sources' labels (no generation; gen tokens untouched)."""
+    from ragsafe.model.checkpoint import default_checkpoint_dir
+    from ragsafe.train.source_probe import SourceProbeConfig, refit_probe
+
+    path = checkpoint or default_checkpoint_dir()
+    if path is None:
+        raise typer.BadParameter("no checkpoint given and none shipped", param_hint="--checkpoint")
+    cfg = SourceProbeConfig(declarative=declarative, min_caught=min_caught)
+    if pack is not None:
+        cfg.pack = str(pack)
+    with user_errors():
+        fitted = refit_probe(path, data_dir, cfg)
+    console.print(
+        f"harm probe: threshold {fitted['threshold']:.3f} ({fitted['calibrated_on']}), held-out harmful requests "
+        f"caught {fitted.get('val_positives_caught', 0.0):.1%}, AUROC {fitted.get('val_auroc', float('nan')):.3f}"
+    )
+    console.print(f"examples: {fitted['examples']}")
+    console.print(f"written to {path / 'config.json'}")
+
+
 def _open_index(name: str, index_path: Path | None, qdrant_url: str | None, api_key_env: str):
     from ragsafe.index import Index
 

@@ -6,7 +6,7 @@ runner = CliRunner()
 
 
 def test_every_verb_has_help():
-    for verb in ["explain", "train", "calibrate", "index", "search"]:
+    for verb in ["explain", "train", "calibrate", "fit-probe", "index", "search"]:
         result = runner.invoke(app, [verb, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
@@ -66,6 +66,8 @@ def test_clear_errors(tmp_path):
         app, ["calibrate", "--run-dir", str(tmp_path), "--checkpoint", str(tmp_path / "ckpt")]
     )
     assert not_a_checkpoint.exit_code == 1 and "not a ragsafe" in not_a_checkpoint.output
+    no_probe_fit = runner.invoke(app, ["fit-probe", "--checkpoint", str(tmp_path / "ckpt")])
+    assert no_probe_fit.exit_code == 1 and "not a ragsafe" in no_probe_fit.output
 
 
 def test_user_errors_end_in_one_message_not_a_traceback(tmp_path):
