@@ -27,10 +27,9 @@ from ragsafe.retrieval import RefusalScorer
 
 RESULTS = Path(__file__).parent / "results"
 SCORES = {
-    "probe": "logistic harm probe on the query's gen embedding (labels: "
-    "harmful/benign training sources, the backbone's own refusals elsewhere)",
-    "probe gen+teacher": "logistic harm probe on the query's gen embedding next to the teacher's embedding of "
-    "the query (labels: harmful/benign training sources, the backbone's own refusals elsewhere)",
+    "probe": "logistic harm probe on the query's gen embedding",
+    "probe gen+teacher": "logistic harm probe on the query's gen embedding next to the teacher's embedding "
+    "of the query",
     "centroid": "cosine between the query's gen embedding and the centroid of the backbone's refusals",
 }
 
@@ -67,7 +66,7 @@ def main(checkpoint: str | None = None, backbone: str = "default", data_dir: str
     kind = " ".join(filter(None, [gen.safety.get("kind", "centroid"), gen.safety.get("features")]))
     meta = {
         "checkpoint": str(path),
-        "score": SCORES.get(kind, "?"),
+        "score": SCORES.get(kind, "?") + (f" (labels: {gen.safety['labels']})" if "labels" in gen.safety else ""),
         "default threshold": gen.safety.get("calibrated_on", "?"),
         "queries": ", ".join(f"{k} ({len(v)})" for k, v in sets.items()),
     }
