@@ -163,6 +163,8 @@ def train(
     for name, metrics in card["validation"].items():
         console.print(f"[bold]{name:>24}[/]  {describe(metrics)}")
     console.print(f"checkpoint: {checkpoint}")
+    # the run's probe reads the backbone's refusals; the by-source one carries further (README "Safety")
+    console.print(f"harm probe by source (as shipped): ragsafe fit-probe --checkpoint {checkpoint}")
 
 
 @app.command()
