@@ -45,7 +45,7 @@ def test_probe_examples_are_labelled_by_source_and_copies_share_their_original_s
     data, cfg = write_probe_pack(tmp_path)
     ex = probe_examples(cfg, data)
     assert not any("neighbour" in t for t in ex.texts)  # red-team: the source does not say which way
-    assert cfg.counts == {
+    assert ex.counts == {
         "harmful requests": 24,
         "benign queries and sentences": 24,  # 18 and their 6 copies
         "question copies": 18,  # 12 harmful, 6 benign how-to questions
@@ -72,7 +72,7 @@ def test_refit_probe_writes_a_probe_the_gate_and_scorer_read(qwen_tiny, teacher,
     config = read_config(ck)
     assert config["safety"]["features"] == "gen+teacher" and len(config["safety"]["direction"]) == 2 * teacher.dim
     assert "direction" not in config["card"]["safety"] and config["query_mix"] == {"beta": 0.4}
-    assert fitted["val_auroc"] > 0.9 and fitted["examples"] == cfg.counts
+    assert fitted["val_auroc"] > 0.9 and fitted["examples"]["question copies"] == 18
     emb = GenEmbedder.load(ck, qwen_tiny, teacher=teacher, hybrid=True)
     assert emb.query_gate is not None
     scorer = RefusalScorer.for_embedder(emb)

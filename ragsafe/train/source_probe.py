@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from ragsafe.embedders.gen import GenEmbedder
+from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.evaluation.tasks import STS_TASKS, sts
+from ragsafe.model.backbone import Backbone
 from ragsafe.retrieval import probe_features
 from ragsafe.train.calibrate import fit_harm_probe
 from ragsafe.train.domains import DomainPack
@@ -48,7 +50,6 @@ class SourceProbeConfig:
     false_rates: tuple[float, ...] = (0.01, 0.02, 0.05)  # tried strictest first
     min_caught: float = 0.9
     seed: int = 0
-    counts: dict[str, int] = field(default_factory=dict)  # filled by `probe_examples`
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ProbeExamples:
     texts: list[str]
     labels: np.ndarray  # 1 harmful, 0 benign
     groups: np.ndarray  # a text and its question copy share a group, so they share a split
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def probe_examples(cfg: SourceProbeConfig, data_dir: str | Path | None) -> ProbeExamples:
@@ -91,13 +93,13 @@ def probe_examples(cfg: SourceProbeConfig, data_dir: str | Path | None) -> Probe
     for offset, sentence in enumerate(sentences):
         add(sentence, 0, start + offset)
     y = np.asarray(labels, dtype=np.int64)
-    cfg.counts = {
+    counts = {
         "harmful requests": int(y.sum()),
         "benign queries and sentences": int(len(y) - y.sum()),
         "question copies": copies,
         "declarative sentences": len(sentences),
     }
-    return ProbeExamples(texts, y, np.asarray(groups))
+    return ProbeExamples(texts, y, np.asarray(groups), counts)
 
 
 def declarative_sentences(data_dir: str | Path | None, count: int, seed: int) -> list[str]:
@@ -160,7 +162,7 @@ def fit_source_probe(
         "of how-to requests under their source's label; red-team openings left out",
         "threshold_rule": f"the strictest held-out false-alarm rate catching >= {cfg.min_caught:.0%} of held-out "
         f"harmful requests; caught at each rate tried: {tried}",
-        "examples": cfg.counts,
+        "examples": ex.counts,
         "pack": Path(cfg.pack).name,
     }
 
@@ -169,8 +171,8 @@ def refit_probe(
     checkpoint: str | Path,
     data_dir: str | Path | None = None,
     cfg: SourceProbeConfig | None = None,
-    backbone=None,
-    teacher=None,
+    backbone: Backbone | str | None = None,
+    teacher: TeacherEmbedder | None = None,
 ) -> dict:
     """Fit the source probe for a checkpoint and write it into its config.json (`write_probe`)."""
     from ragsafe.model.checkpoint import read_config
