@@ -74,7 +74,7 @@ class GeneralTasks:
         """The retrieval queries and the STS sentences, each once: the texts a query embedder reads here
         (Banking77's aside)."""
         queries = [q for t in self.retrieval.values() for q in t.queries]
-        return list(dict.fromkeys(queries + [s for t in self.sts.values() for s in (*t.first, *t.second)]))
+        return list(dict.fromkeys(queries + [s for t in self.sts.values() for s in t.sentences()]))
 
     def score(self, emb: Embedder, instructions: dict[str, str], cache: Path, slow_n: int) -> tuple[dict, list[dict]]:
         """(the embedder's row: one metric per task it runs, the per-task details)."""

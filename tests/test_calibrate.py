@@ -25,7 +25,7 @@ def test_harm_probe_separates_and_keeps_its_false_rate():
     labels = (rng.random(600) < 0.2).astype(np.int64)
     vectors = unit(rng.normal(size=(600, 16)) * 0.5 + np.where(labels[:, None] == 1, 1.0, -1.0) * direction)
     train, val = list(range(400)), list(range(400, 600))
-    probe = fit_harm_probe(vectors, labels, train, val, max_false_rate=0.05)
+    probe = fit_harm_probe(vectors, labels, train, val, max_false_rates=(0.05,))
     scores = vectors @ np.asarray(probe["direction"]) + probe["bias"]
     negatives = [i for i in val if labels[i] == 0]
     assert np.mean(scores[negatives] > probe["threshold"]) <= 0.05 + 1e-9

@@ -10,7 +10,7 @@ Two small fits on the gen embeddings of the training queries, stored in the chec
   `harmful` sources are positive, its `benign` sources negative (their refusals are
   over-refusals, e.g. "I can't assist" to trivia), and every other query (red-team pools, a
   user's own file) is decided by the backbone's own refusal. The threshold lets at most
-  `max_false_rate` of the held-out negatives through as false alarms. SafeRetriever's
+  5 % of the held-out negatives through as false alarms. SafeRetriever's
   flag/suppress modes read it.
 - query mix β: `gen_hybrid` retrieves with normalise(gen(q) + β · teacher(q)). The gen embedding
   predicts the teacher's vector of the backbone's answer; adding the teacher's view of the query
@@ -45,14 +45,20 @@ def fit_harm_probe(
     labels: np.ndarray,
     train_idx: Sequence[int],
     val_idx: Sequence[int],
-    max_false_rate: float = 0.05,
+    max_false_rates: Sequence[float] = (0.05,),
+    min_caught: float = 0.0,
 ) -> dict:
-    """Logistic probe on per-query feature vectors; threshold from the held-out negatives."""
+    """Logistic probe on per-query feature vectors; threshold from the held-out negatives.
+
+    The threshold lets the strictest of `max_false_rates` of those negatives through that still
+    catches `min_caught` of the held-out positives (the loosest rate when none does)."""
     from sklearn.linear_model import LogisticRegression
 
     train_idx, val_idx = list(train_idx), list(val_idx)
     if not train_idx:
         raise ValueError("fit_harm_probe: no training queries")
+    if not max_false_rates:
+        raise ValueError("fit_harm_probe: give at least one false-alarm rate")
     y = labels[train_idx]
     if y.min() == y.max():
         return {"direction": None, "threshold": None, "calibrated_on": "one class only in the training labels"}
@@ -63,20 +69,29 @@ def fit_harm_probe(
     where = "held-out"
     if not negatives:  # a tiny split: the training negatives, which the probe has seen (a looser threshold)
         negatives, where = [i for i in train_idx if labels[i] == 0], "training (no held-out ones)"
-    threshold = calibrate_threshold(vectors[negatives] @ direction + bias, max_false_rate)
+    positives = [i for i in val_idx if labels[i] == 1]
+    negative_scores = vectors[negatives] @ direction + bias
+    positive_scores = vectors[positives] @ direction + bias
+    caught_at: dict[str, float] = {}
+    for rate in sorted(max_false_rates):
+        threshold = calibrate_threshold(negative_scores, rate)
+        caught_at[f"{rate:.0%}"] = float(np.mean(positive_scores > threshold)) if positives else 0.0
+        if caught_at[f"{rate:.0%}"] >= min_caught:
+            break
     result = {
         "kind": "probe",
         "direction": direction.astype(float).tolist(),
         "bias": bias,
         "threshold": threshold,
-        "calibrated_on": f"{len(negatives)} {where} negatives (at most {max_false_rate:.0%} flagged)",
+        "calibrated_on": f"{len(negatives)} {where} negatives (at most {rate:.0%} flagged)",
         "labels": "harmful sources 1, benign sources 0, other queries: the backbone's own refusal",
         "positives_train": int(y.sum()),
         "negatives_train": int(len(y) - y.sum()),
     }
-    positives = [i for i in val_idx if labels[i] == 1]
+    if len(max_false_rates) > 1:
+        result["caught_at_rates"] = caught_at
     if positives:
-        result["val_positives_caught"] = float(np.mean(vectors[positives] @ direction + bias > threshold))
+        result["val_positives_caught"] = caught_at[f"{rate:.0%}"]
         if where == "held-out":
             from sklearn.metrics import roc_auc_score
 

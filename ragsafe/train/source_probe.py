@@ -137,8 +137,8 @@ def fit_source_probe(
     cfg = cfg or SourceProbeConfig()
     if gen.teacher is None:
         raise ValueError("fit_source_probe: the probe reads the teacher's view of the query; load gen with a teacher")
-    if not cfg.false_rates or not 0 < cfg.min_caught <= 1:
-        raise ValueError("fit_source_probe: give at least one false-alarm rate and a min_caught in (0, 1]")
+    if not 0 < cfg.min_caught <= 1:
+        raise ValueError("fit_source_probe: min_caught must be in (0, 1]")
     ex = probe_examples(cfg, data_dir)
     if ex.labels.min() == ex.labels.max():
         raise ValueError(f"{cfg.pack}: the probe needs harmful and benign sources; found one class only")
@@ -150,12 +150,8 @@ def fit_source_probe(
 
     features = features_of(ex.texts)
     train, val = split_groups(ex, cfg.val_fraction, cfg.seed)
-    tried = {}
-    for rate in sorted(cfg.false_rates):
-        probe = fit_harm_probe(features, ex.labels, train, val, max_false_rate=rate)
-        tried[f"{rate:.0%}"] = probe.get("val_positives_caught", 0.0)
-        if tried[f"{rate:.0%}"] >= cfg.min_caught:
-            break
+    probe = fit_harm_probe(features, ex.labels, train, val, cfg.false_rates, cfg.min_caught)
+    tried = probe.pop("caught_at_rates", {})
     return probe | {
         "features": "gen+teacher",
         "labels": "by source: harmful requests 1, benign queries and declarative sentences 0; question copies "
