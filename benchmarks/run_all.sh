@@ -21,6 +21,7 @@ else
   python benchmarks/probe_labels.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 fi
 python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/bm25_growth.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/judge.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/audit_report.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/reasoning.py ${DATA_DIR:+--data-dir "$DATA_DIR"}

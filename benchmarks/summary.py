@@ -27,6 +27,7 @@ ORDER = [
     "query_latency_cpu",
     "query_latency_cuda",
     "index_speed",
+    "bm25_growth",
     "train_speed",
     "audit_report",
 ]

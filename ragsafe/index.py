@@ -8,9 +8,14 @@ Every embedder is a named vector of the same point, so embedders are compared on
 passages. Upserts are batched and keyed by passage id (a UUID made from the passage's content
 hash): re-indexing the same corpus adds nothing, and an interrupted run finishes on the next one
 without duplicates, because a point is only written once all its vectors are computed (and new
-points must carry every vector the collection declares). BM25 statistics belong to the collection:
-adding passages refits them and re-encodes the stored sparse vectors, marked incomplete until that
-is done, so a run killed in between is repaired by the next one, whatever it adds.
+points must carry every vector the collection declares).
+
+BM25 is stored hashed (`BM25Embedder(hashed=True)`): Qdrant applies the idf at query time from the
+collection's live document frequencies, so adding passages writes only the new points, however large
+the collection. The length normalisation keeps the average passage length of the first indexing.
+A collection made before that (a vocabulary and idf in its statistics) keeps working: there, adding
+passages refits the statistics and re-encodes the stored sparse vectors, marked incomplete until
+that is done, so a run killed in between is repaired by the next one, whatever it adds.
 """
 
 from __future__ import annotations
@@ -110,7 +115,11 @@ class Index:
                     for e in embedders
                     if not e.sparse
                 },
-                sparse_vectors_config={storage_name(e): models.SparseVectorParams() for e in embedders if e.sparse},
+                sparse_vectors_config={
+                    storage_name(e): models.SparseVectorParams(modifier=models.Modifier.IDF)
+                    for e in embedders
+                    if e.sparse
+                },
             )
             return
         have = self.vector_names()
@@ -171,6 +180,23 @@ class Index:
             if offset is None:
                 return out
 
+    def _idf_in_store(self, bm25: BM25Embedder) -> bool:
+        params = self.client.get_collection(self.name).config.params.sparse_vectors or {}
+        return params[storage_name(bm25)].modifier == models.Modifier.IDF
+
+    def _prepare_bm25(self, bm25: BM25Embedder, new: list[Passage]) -> None:
+        """Give `bm25` the collection's statistics, fitting them on the first passages it gets."""
+        if not self._idf_in_store(bm25):
+            self._refresh_bm25(bm25, new)
+            return
+        meta = self._bm25_meta()
+        if meta is not None:
+            bm25.load_state(json.loads(meta["bm25"]))
+        elif new:
+            bm25.hashed = True
+            bm25.fit([p.text for p in new])
+            self.save_bm25(bm25)  # before any point is written, so every stored vector used these
+
     def _refresh_bm25(self, bm25: BM25Embedder, new: list[Passage]) -> None:
         """Fit `bm25` on everything the index will hold, and keep the stored sparse vectors in step.
 
@@ -183,6 +209,7 @@ class Index:
             bm25.load_state(json.loads(meta["bm25"]))
             return
         name, stored = storage_name(bm25), self._stored_texts()
+        bm25.hashed = False
         bm25.fit([*stored.values(), *(p.text for p in new)])
         self.save_bm25(bm25, complete=False)
         ids = list(stored)
@@ -217,7 +244,7 @@ class Index:
     def add(self, passages: list[Passage], embedders: list[Embedder], batch_size: int = 64, show_progress=True) -> int:
         """Embed and upsert the passages not stored yet; returns how many were added.
 
-        A BM25 embedder is (re)fitted on all the collection's passages, whatever statistics it had.
+        A BM25 embedder takes the collection's statistics, whatever it had (see the module docstring).
         """
         if not passages:
             return 0
@@ -231,7 +258,7 @@ class Index:
             )
         for e in embedders:
             if isinstance(e, BM25Embedder):
-                self._refresh_bm25(e, todo)
+                self._prepare_bm25(e, todo)
         with make_progress(transient=False) as progress:
             task = progress.add_task(f"indexing {self.name}", total=len(todo), info="", visible=show_progress)
             for start in range(0, len(todo), batch_size):

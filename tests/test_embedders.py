@@ -4,7 +4,7 @@ import scipy.sparse as sp
 from rank_bm25 import BM25Okapi
 
 from ragsafe.embedders.base import Embedder, scores
-from ragsafe.embedders.bm25 import BM25Embedder, bm25_tokenize
+from ragsafe.embedders.bm25 import BM25Embedder, bm25_tokenize, term_index
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
@@ -69,6 +69,20 @@ def test_bm25_dot_product_equals_rank_bm25():
     for query in QUERIES + ["the the cat unknownword"]:
         expected = reference.get_scores(bm25_tokenize(query))
         assert np.allclose(scores(bm25.encode_queries([query]), docs)[0], expected, atol=1e-4)
+
+
+def test_hashed_bm25_leaves_idf_to_the_store_and_round_trips():
+    plain, hashed = BM25Embedder().fit(DOCS), BM25Embedder(hashed=True).fit(DOCS)
+    assert hashed.avgdl == plain.avgdl and hashed.idf is None
+    docs, query = hashed.encode_documents(DOCS[:1]), hashed.encode_queries(["the the cat unknownword"])
+    tokens = bm25_tokenize(DOCS[0])
+    # without idf a document weight is the saturated term frequency alone
+    tf = tokens.count(tokens[0])
+    length_norm = 1 - hashed.b + hashed.b * len(tokens) / hashed.avgdl
+    assert docs[0, term_index(tokens[0])] == pytest.approx(tf * (hashed.k1 + 1) / (tf + hashed.k1 * length_norm))
+    assert query[0, term_index("the")] == 2 and query[0, term_index("unknownword")] == 1
+    again = BM25Embedder().load_state(hashed.state())
+    assert again.hashed and (again.encode_documents(DOCS[:1]) != docs).nnz == 0
 
 
 def test_bm25_needs_a_corpus():
@@ -228,3 +242,12 @@ def test_the_gate_reads_queries_under_the_instruction_its_probe_was_calibrated_w
     emb.query_instruction = task
     emb.encode_queries(QUERIES)
     assert passes[1:] == [task, emb.probe_instruction]
+
+
+def test_hashed_bm25_merges_terms_that_share_a_number(monkeypatch):
+    import ragsafe.embedders.bm25 as bm25_module
+
+    monkeypatch.setattr(bm25_module, "term_index", lambda term: 7)  # every term collides
+    hashed = BM25Embedder(hashed=True).fit(DOCS)
+    rows = hashed.encode_queries(["the cat sat"])
+    assert rows[0].indices.tolist() == [7] and rows[0].data.tolist() == [3.0]

@@ -1,11 +1,14 @@
+import math
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
+from qdrant_client import models
 
 from ragsafe.corpus import load_corpus
-from ragsafe.embedders.bm25 import BM25Embedder
+from ragsafe.embedders.bm25 import BM25Embedder, bm25_tokenize
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.index import Index, IndexStoreError
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
@@ -29,10 +32,61 @@ def test_index_is_idempotent_and_searchable(tmp_path, demo, teacher):
     idx.close()
 
 
-def test_bm25_grown_in_two_runs_scores_like_one_built_at_once(tmp_path, demo):
-    grown, whole = Index("grown", path=tmp_path / "a"), Index("whole", path=tmp_path / "b")
+def bm25_by_hand(passages, stats_from, query: str, k1: float = 1.5, b: float = 0.75) -> dict[str, float]:
+    """Okapi BM25 with Qdrant's idf over `passages` and the average length of `stats_from`."""
+    docs = {p.id: bm25_tokenize(p.text) for p in passages}
+    avgdl = np.mean([len(bm25_tokenize(p.text)) for p in stats_from])
+    scores = {}
+    for pid, tokens in docs.items():
+        score = 0.0
+        for term, count in Counter(bm25_tokenize(query)).items():
+            n = sum(term in d for d in docs.values())
+            tf = tokens.count(term)
+            idf = math.log(1 + (len(docs) - n + 0.5) / (n + 0.5))
+            score += count * idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(tokens) / avgdl))
+        scores[pid] = score
+    return scores
+
+
+def test_bm25_grows_without_touching_stored_vectors(tmp_path, demo, monkeypatch):
+    idx = Index("grown", path=tmp_path)
+    idx.add(demo[:4], [BM25Embedder()], show_progress=False)
+    first = {p.id: p.vector for p in idx.client.scroll("grown", with_vectors=True)[0]}
+
+    def rewrites(*_, **__):
+        raise AssertionError("stored vectors were rewritten")
+
+    monkeypatch.setattr(idx.client, "update_vectors", rewrites)
+    assert idx.add(demo, [BM25Embedder()], show_progress=False) == len(demo) - 4
+    after = {p.id: p.vector for p in idx.client.scroll("grown", with_vectors=True)[0]}
+    assert all(after[i] == v for i, v in first.items())
+    # idf comes from all the passages now stored; the length normalisation from the first four
+    for query in ["how do I treat a burn", "capital of France", "bread dough"]:
+        expected = bm25_by_hand(demo, demo[:4], query)
+        hits = idx.search(idx.load_bm25().encode_queries([query])[0], "bm25", 5)
+        assert hits, query
+        for h in hits:
+            assert h.score == pytest.approx(expected[h.id], rel=1e-4)
+        best = sorted(expected.values(), reverse=True)[: len(hits)]
+        assert [h.score for h in hits] == pytest.approx(best, rel=1e-4)
+    # an unchanged rerun keeps the stored statistics, and hands them to the embedder it was given
+    again = BM25Embedder()
+    assert idx.add(demo, [again], show_progress=False) == 0
+    assert again.hashed and again.state() == idx.load_bm25().state()
+    idx.close()
+
+
+def legacy_index(name: str, path) -> Index:
+    """An index as ragsafe made it before the store applied idf: the vocabulary and idf in its statistics."""
+    idx = Index(name, path=path)
+    idx.client.create_collection(name, sparse_vectors_config={"bm25": models.SparseVectorParams()})
+    return idx
+
+
+def test_legacy_bm25_grown_in_two_runs_scores_like_one_built_at_once(tmp_path, demo):
+    grown, whole = legacy_index("grown", tmp_path / "a"), legacy_index("whole", tmp_path / "b")
     grown.add(demo[:4], [BM25Embedder()], show_progress=False)
-    grown.add(demo, [BM25Embedder()], show_progress=False)  # new passages change idf and avgdl
+    grown.add(demo, [BM25Embedder(hashed=True)], show_progress=False)  # new passages change idf and avgdl
     whole.add(demo, [BM25Embedder()], show_progress=False)
     for query in ["how do I treat a burn", "capital of France", "bread dough"]:
         hits = [
@@ -40,16 +94,15 @@ def test_bm25_grown_in_two_runs_scores_like_one_built_at_once(tmp_path, demo):
             for idx in (grown, whole)
         ]
         assert hits[0] == hits[1]
-    # an unchanged rerun keeps the stored statistics, and hands them to the embedder it was given
     again = BM25Embedder()
     assert grown.add(demo, [again], show_progress=False) == 0
-    assert again.state() == whole.load_bm25().state()
+    assert not again.hashed and again.state() == whole.load_bm25().state()
     grown.close()
     whole.close()
 
 
-def test_a_bm25_refresh_killed_midway_is_repaired_by_any_later_run(tmp_path, demo, monkeypatch):
-    idx, whole = Index("demo", path=tmp_path / "a"), Index("whole", path=tmp_path / "b")
+def test_a_legacy_bm25_refresh_killed_midway_is_repaired_by_any_later_run(tmp_path, demo, monkeypatch):
+    idx, whole = legacy_index("demo", tmp_path / "a"), legacy_index("whole", tmp_path / "b")
     idx.add(demo[:4], [BM25Embedder()], show_progress=False)
 
     def killed(*_, **__):

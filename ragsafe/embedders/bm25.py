@@ -6,10 +6,16 @@ computes (tested), and a Qdrant sparse vector can store it.
 
 Corpus statistics (idf, average length, vocabulary) come from `fit(corpus)`; `encode_documents` fits
 on its input when nothing was fitted yet, which is the usual "index this corpus" case.
+
+`hashed=True` is the form an index stores: terms are numbered by a stable hash instead of a
+vocabulary and the documents carry no idf, which the vector store applies at query time from its own
+live document frequencies (Qdrant's IDF modifier: ln(1 + (N - n + 0.5) / (n + 0.5))). Only the
+average length is fitted, so adding passages never changes a stored vector.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -27,28 +33,37 @@ def bm25_tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+def term_index(term: str) -> int:
+    """A term's number in the hashed form: 32 bits, the width of a Qdrant sparse index."""
+    return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest(), "little")
+
+
 class BM25Embedder:
     name = "bm25"
     sparse = True
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
+    def __init__(self, k1: float = 1.5, b: float = 0.75, hashed: bool = False) -> None:
+        self.k1, self.b, self.hashed = k1, b, hashed
         self.vocab: dict[str, int] = {}
         self.idf: np.ndarray | None = None
         self.avgdl = 0.0
 
     @property
     def dim(self) -> int:
-        return len(self.vocab)
+        return 2**32 if self.hashed else len(self.vocab)
 
     @property
     def fitted(self) -> bool:
-        return self.idf is not None
+        return self.avgdl > 0 if self.hashed else self.idf is not None
 
     def fit(self, corpus: Sequence[str]) -> BM25Embedder:
         docs = [bm25_tokenize(t) for t in check_texts(corpus)]
         if not any(docs):
             raise ValueError("BM25 needs at least one document with a word in it to fit.")
+        if self.hashed:
+            self.vocab, self.idf = {}, None
+            self.avgdl = float(np.mean([len(d) for d in docs]))
+            return self
         # rank-bm25 computes Okapi's idf (with its epsilon floor for very common terms) and avgdl.
         model = BM25Okapi([d or [""] for d in docs], k1=self.k1, b=self.b)
         self.vocab = {term: i for i, term in enumerate(sorted(model.idf))}
@@ -58,36 +73,49 @@ class BM25Embedder:
 
     def state(self) -> dict:
         """The fitted statistics as JSON-able values (what an index stores beside its sparse vectors)."""
-        assert self.idf is not None, "fit first"
-        return {"vocab": self.vocab, "idf": self.idf.tolist(), "avgdl": self.avgdl, "k1": self.k1, "b": self.b}
+        assert self.fitted, "fit first"
+        common = {"avgdl": self.avgdl, "k1": self.k1, "b": self.b}
+        if self.hashed:
+            return {"hashed": True, **common}
+        assert self.idf is not None
+        return {"vocab": self.vocab, "idf": self.idf.tolist(), **common}
 
     def load_state(self, state: dict) -> BM25Embedder:
-        self.k1, self.b, self.vocab, self.avgdl = state["k1"], state["b"], state["vocab"], state["avgdl"]
-        self.idf = np.array(state["idf"], dtype=np.float32)
+        self.k1, self.b, self.avgdl = state["k1"], state["b"], state["avgdl"]
+        self.hashed = bool(state.get("hashed", False))
+        self.vocab = state.get("vocab", {})
+        self.idf = None if self.hashed else np.array(state["idf"], dtype=np.float32)
         return self
 
     def _rows(self, token_lists: list[list[str]], weight) -> sp.csr_matrix:
         indptr, indices, data = [0], [], []
         for tokens in token_lists:
-            counts = Counter(t for t in tokens if t in self.vocab)
-            for term, tf in sorted(counts.items(), key=lambda kv: self.vocab[kv[0]]):
-                indices.append(self.vocab[term])
+            if self.hashed:
+                counts = Counter(tokens)
+                numbered = sorted((term_index(term), term, tf) for term, tf in counts.items())
+            else:
+                counts = Counter(t for t in tokens if t in self.vocab)
+                numbered = sorted((self.vocab[term], term, tf) for term, tf in counts.items())
+            for number, term, tf in numbered:
+                indices.append(number)
                 data.append(weight(term, tf, len(tokens)))
             indptr.append(len(indices))
-        return sp.csr_matrix(
+        rows = sp.csr_matrix(
             (np.array(data, dtype=np.float32), np.array(indices, dtype=np.int64), np.array(indptr)),
             shape=(len(token_lists), self.dim),
         )
+        rows.sum_duplicates()  # two terms hashed to one number share it (a Qdrant vector repeats no index)
+        return rows
 
     def encode_documents(self, texts: Sequence[str]) -> sp.csr_matrix:
         texts = check_texts(texts)
         if not self.fitted:
             self.fit(texts)
-        assert self.idf is not None
         idf, k1, b, avgdl = self.idf, self.k1, self.b, self.avgdl
 
         def weight(term: str, tf: int, length: int) -> float:
-            return float(idf[self.vocab[term]] * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl)))
+            scale = 1.0 if idf is None else idf[self.vocab[term]]  # hashed: the store applies idf
+            return float(scale * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl)))
 
         return self._rows([bm25_tokenize(t) for t in texts], weight)
 
