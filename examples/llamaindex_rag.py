@@ -5,7 +5,9 @@ python examples/llamaindex_rag.py [FOLDER] [--embedder gen_asym|teacher|gen] [--
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
+import warnings
 from pathlib import Path
 
 import typer
@@ -36,16 +38,21 @@ def main(
         for p in passages
     ]
     embed_model = RagsafeEmbedding(build_embedders([embedder], backbone=backbone)[0])
-    client = QdrantClient(path=str(qdrant_path or tempfile.mkdtemp(prefix="ragsafe-li-")))
-    # one collection per embedder: two embedders of the same dimension must never share vectors
-    store = QdrantVectorStore(client=client, collection_name=f"{folder.resolve().name}-{embedder}")
-    index = VectorStoreIndex(
-        nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed_model
-    )
-    nodes = index.as_retriever(similarity_top_k=k).retrieve(query)
-    for node in nodes:
-        typer.echo(f"{node.score:.3f}  {node.metadata.get('source')}  {node.text[:80]}")
-    client.close()
+    with tempfile.TemporaryDirectory(prefix="ragsafe-li-") as scratch:  # without --qdrant-path: gone afterwards
+        client = QdrantClient(path=str(qdrant_path or scratch))
+        # one collection per folder and embedder: two folders named alike, or two embedders of the same
+        # dimension, must never share vectors
+        where = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
+        store = QdrantVectorStore(client=client, collection_name=f"{folder.resolve().name}-{where}-{embedder}")
+        with warnings.catch_warnings():  # embedded Qdrant ignores the payload indexes LlamaIndex asks for
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+            index = VectorStoreIndex(
+                nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed_model
+            )
+        nodes = index.as_retriever(similarity_top_k=k).retrieve(query)
+        for node in nodes:
+            typer.echo(f"{node.score:.3f}  {node.metadata.get('source')}  {node.text[:80]}")
+        client.close()
     return [n.metadata.get("source") for n in nodes]
 
 

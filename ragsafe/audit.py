@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -72,27 +75,73 @@ class ProbeRun:
 
 
 def load_probes(path: Path | None) -> list[dict]:
-    """Probes with ids and categories: .jsonl rows ({"id", "category", "query" | "prompt" | ...}), or any
-    file `read_queries` takes (.txt, .json, .csv), numbered in file order."""
+    """Probes with ids and categories: .jsonl rows or a .json list ({"id", "category", "query" | "prompt" |
+    ...}, or a bare string), a .csv with one of those columns, or any other file `read_queries` takes (.txt),
+    numbered in file order. An entry without a query is an error that names it, never silently dropped."""
     path = path or PROBES
     if not path.is_file():
         raise AuditError(f"Probe file {path} does not exist.")
-    if path.suffix != ".jsonl":
-        probes = [{"id": str(i), "category": "", "query": q} for i, q in enumerate(read_queries(path))]
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        lines = _probe_text(path).splitlines()
+        probes = [_probe(row, f"{path}:{n}", n) for n, row in jsonl_records(path, lines)]
+    elif suffix == ".json":
+        probes = [_probe(row, f"{path}: entry {i + 1}", i) for i, row in enumerate(_json_list(path))]
+    elif suffix == ".csv":
+        probes = _csv_probes(path)
     else:
-        probes = []
-        for n, row in jsonl_records(path, path.read_text(encoding="utf-8").splitlines()):
-            query = row if isinstance(row, str) else pick_query(row, None) if isinstance(row, dict) else None
-            if not query:
-                raise AuditError(f"{path}:{n} has no query (a string, or a field named one of {FIELDS}).")
-            meta = row if isinstance(row, dict) else {}
-            probes.append({"id": str(meta.get("id", n)), "category": meta.get("category", ""), "query": query})
+        probes = [{"id": str(i), "category": "", "query": q} for i, q in enumerate(read_queries(path))]
     ids = [p["id"] for p in probes]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
         raise AuditError(f"{path}: probe ids must be unique; repeated: {', '.join(repeated[:5])}.")
     if not probes:
         raise AuditError(f"No probes in {path}.")
+    return probes
+
+
+def _probe(row: object, where: str, number: int) -> dict:
+    """One probe from a parsed entry; `number` is its id when it names none."""
+    query = row if isinstance(row, str) else pick_query(row, None) if isinstance(row, dict) else None
+    if not query or not query.strip():
+        raise AuditError(f"{where} has no query (a string, or a field named one of {FIELDS}).")
+    meta = row if isinstance(row, dict) else {}
+    pid = meta.get("id")
+    return {
+        "id": str(number if pid is None or pid == "" else pid),
+        "category": str(meta.get("category") or ""),
+        "query": query.strip(),
+    }
+
+
+def _probe_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise AuditError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}).") from err
+
+
+def _json_list(path: Path) -> list:
+    try:
+        rows = json.loads(_probe_text(path))
+    except json.JSONDecodeError as err:
+        raise AuditError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(rows, list):
+        raise AuditError(f"{path} must hold a JSON list of probes (objects with a query, or strings).")
+    return rows
+
+
+def _csv_probes(path: Path) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(_probe_text(path), newline=""))  # quoted cells may hold newlines
+    column = next((c for c in FIELDS if c in (reader.fieldnames or [])), None)
+    if column is None:
+        raise AuditError(f"{path} has no column named one of {FIELDS}.")
+    # the query column alone decides: a row with an empty query is named even if another column has text
+    # (DictReader itself passes over lines with no cells at all, as jsonl passes over blank lines)
+    probes = []
+    for i, row in enumerate(reader):
+        entry = {"id": row.get("id"), "category": row.get("category"), "query": row.get(column) or ""}
+        probes.append(_probe(entry, f"{path}:{reader.line_num}", i))
     return probes
 
 
@@ -156,11 +205,13 @@ def match_labels(labels: set[str], passages: list[Passage], corpus: Path, path: 
     return harmful, unmatched
 
 
-def index_name(corpus: Path) -> str:
-    """The corpus folder's name plus a hash of its full path: two folders called `docs` never share an index."""
+def index_name(corpus: Path, vectors: Iterable[str] = ()) -> str:
+    """The corpus folder's name plus a hash of its full path (two folders called `docs` never share an index),
+    then the named vectors the run stores: a collection's vectors are fixed when it is made, so another set of
+    embedders gets its own collection and the same set reuses its own."""
     resolved = Path(corpus).resolve()
-    stem = "".join(c if c.isalnum() else "-" for c in resolved.name) or "corpus"
-    return f"{stem}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
+    stem = "".join(c if c.isalnum() else "-" for c in resolved.name[:64]) or "corpus"  # names have a length cap
+    return "-".join([stem, hashlib.sha256(str(resolved).encode()).hexdigest()[:8], *sorted(set(vectors))])
 
 
 def build_judge(kind: JudgeKind, embedders: list, checkpoint: str | None, backbone: str) -> Judge | None:
@@ -214,8 +265,8 @@ def run_audit(cfg: AuditConfig) -> dict:
     probes = load_probes(cfg.probes)
     labels = load_labels(cfg.labels)
     harmful_ids, unmatched = match_labels(labels, passages, Path(cfg.corpus), cfg.labels)
-    name = cfg.name or index_name(cfg.corpus)
     embedders = build_embedders(cfg.embedders, cfg.checkpoint, cfg.backbone)
+    name = cfg.name or index_name(cfg.corpus, [storage_name(e) for e in embedders])
     judge = build_judge(cfg.judge, embedders, cfg.checkpoint, cfg.backbone)  # before the slow part: fail fast
     runs: list[ProbeRun] = []
     corpus_points = sorted({point_id(p.id) for p in passages})
@@ -278,6 +329,7 @@ def run_audit(cfg: AuditConfig) -> dict:
         "k": cfg.k,
         "harm_source": "labels" if labels else (f"judge: {judge.name}" if judge else "none"),
         "judge_vs_labels": judge_vs_labels,
+        "judge_threshold": judge.threshold if judge else None,  # the report shows each passage's p_harm beside it
         "unmatched_labels": unmatched,
         "embedders": {},
         "runs": runs,

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ragsafe.corpus import CHUNK_WORDS  # light: the slow imports wait inside each command
+
 app = typer.Typer(
     help="Safe retrieval for RAG: embed the answer an LLM would give, not the question.", no_args_is_help=True
 )
@@ -37,6 +39,26 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from err
 
 
+def _check_checkpoint(checkpoint: Path | None) -> None:
+    """Before any model loads: a mistyped folder should not cost the seconds a backbone takes."""
+    if checkpoint is not None and not checkpoint.exists():
+        raise typer.BadParameter(f"{checkpoint} does not exist", param_hint="--checkpoint")
+
+
+def _embedder_names(spec: str, param_hint: str = "--embedders") -> list[str]:
+    """'teacher, bm25' -> ['teacher', 'bm25'], with unknown names refused before anything loads."""
+    from ragsafe.embedders.base import NAMES
+
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in NAMES]
+    if not names or unknown:
+        raise typer.BadParameter(
+            f"unknown embedder(s) {unknown}; known: {', '.join(NAMES)}" if unknown else "no embedder named",
+            param_hint=param_hint,
+        )
+    return names
+
+
 # train flags -> the TrainConfig fields they set (where the names differ)
 TRAIN_FIELDS = {
     "queries": ("queries_file", "domain"),
@@ -51,21 +73,24 @@ def explain(
     query: str = typer.Argument(..., help="The query whose embedding to explain."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint directory (default: the shipped one)."),
     backbone: str = typer.Option("default", help="'default', 'smollm2', a .gguf file, a model folder or a hub id."),
-    max_new_tokens: int = typer.Option(48, help="Length cap of the decoded response."),
-    top_k: int = typer.Option(5, help="Logit-lens tokens shown per compression position."),
+    max_new_tokens: int = typer.Option(48, min=1, help="Length cap of the decoded response."),
+    top_k: int = typer.Option(5, min=1, help="Logit-lens tokens shown per compression position."),
 ) -> None:
     """Decode what the query's embedding represents: the predicted response and the logit-lens tokens."""
+    if not query.strip():
+        raise typer.BadParameter("the query is empty", param_hint="QUERY")
+    _check_checkpoint(checkpoint)
     from ragsafe.embedders.gen import GenEmbedder
     from ragsafe.model.chat import GenerationSettings
 
-    if not query.strip():
-        raise typer.BadParameter("the query is empty", param_hint="QUERY")
-    with console.status("loading the backbone and tokens"):
-        gen = GenEmbedder.load(checkpoint, backbone)
-    encoder = gen.encoder
-    with console.status("decoding"):
-        response = encoder.decode([query], gen.query_instruction, GenerationSettings(max_new_tokens=max_new_tokens))[0]
-        lens = encoder.logit_lens([query], gen.query_instruction, top_k=top_k)[0]
+    with user_errors():
+        with console.status("loading the backbone and tokens"):
+            gen = GenEmbedder.load(checkpoint, backbone)
+        encoder = gen.encoder
+        with console.status("decoding"):
+            settings = GenerationSettings(max_new_tokens=max_new_tokens)
+            response = encoder.decode([query], gen.query_instruction, settings)[0]
+            lens = encoder.logit_lens([query], gen.query_instruction, top_k=top_k)[0]
     console.print(f"[bold]query[/]: {query}")
     console.print(f"[bold]predicted response[/] (decoded from the embedding's soft prompt): {response or '(empty)'}")
     table = Table(title="logit lens: top tokens per compression position")
@@ -239,17 +264,22 @@ def index(
     embedders: str = typer.Option("gen_asym,teacher,bm25", help="Comma list; see `ragsafe search --help`."),
     checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
     backbone: str = typer.Option("default", help="Backbone for gen/llm_mean/hyde."),
-    chunk_words: int = typer.Option(200, min=1, help="Passage length cap in words."),
+    chunk_words: int = typer.Option(CHUNK_WORDS, min=1, help="Passage length cap in words."),
+    prune: bool = typer.Option(
+        True, help="Drop passages an earlier run indexed from this folder whose files changed or went away."
+    ),
     index_path: Path | None = typer.Option(
         None, help="Embedded Qdrant folder (default ~/.local/share/ragsafe/qdrant)."
     ),
     qdrant_url: str | None = typer.Option(None, help="A Qdrant server or cluster URL instead of the embedded folder."),
     api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
 ) -> None:
-    """Read a corpus, chunk it and index it in Qdrant (idempotent: a rerun adds only what is missing)."""
+    """Read a corpus, chunk it and index it in Qdrant (a rerun adds what is new and drops what is gone)."""
     from ragsafe.corpus import CorpusError, load_corpus
     from ragsafe.embedders.base import stored_vector
 
+    names = _embedder_names(embedders)
+    _check_checkpoint(checkpoint)
     try:
         passages, report = load_corpus(corpus, chunk_words)
     except CorpusError as err:
@@ -264,29 +294,36 @@ def index(
     if not passages:
         console.print(f"[red]No readable text in {corpus}: nothing to index.[/]")
         raise typer.Exit(1)
-    names = embedders.split(",")
-    if checkpoint is not None and not checkpoint.exists():  # checked here: an unchanged corpus loads nothing
-        raise typer.BadParameter(f"{checkpoint} does not exist", param_hint="--checkpoint")
+    vectors = {stored_vector(n) for n in names}
+    source = str(corpus.resolve())  # marks this folder's points, so a rerun can drop what went away
     with user_errors(), _open_index(name, index_path, qdrant_url, api_key_env) as idx:
-        added = 0
+        idx.check_vectors(vectors)
+        added, removed = 0, idx.prune(source, passages) if prune else 0
         # an unchanged corpus needs no models: loading the backbone alone takes longer than the check
-        if not idx.holds(passages, {stored_vector(n) for n in names}):
+        if not idx.holds(passages, vectors):
             from ragsafe.embedders.registry import build_embedders
 
             with console.status("loading embedders"):
                 embs = build_embedders(names, str(checkpoint) if checkpoint else None, backbone)
-            added = idx.add(passages, embs)
+            added = idx.add(passages, embs, corpus=source)
         total = idx.count()
-    console.print(f"{report.files_read} file(s), {len(passages)} passage(s): added {added}; '{name}' holds {total}.")
+    dropped = f", removed {removed} stale" if removed else ""
+    console.print(
+        f"{report.files_read} file(s), {len(passages)} passage(s): added {added}{dropped}; '{name}' holds {total}."
+    )
 
 
 @app.command()
 def search(
     name: str = typer.Argument(..., help="Index name."),
     query: str = typer.Argument(..., help="The query."),
-    embedder: str = typer.Option("gen_asym", help="gen | gen_asym | teacher | bm25 | llm_mean | hyde | ..."),
+    embedder: str = typer.Option(
+        "gen_asym", help="gen_asym | gen_hybrid | gen | teacher | bm25 | llm_mean | hyde | ... (README: Embedders)"
+    ),
     k: int = typer.Option(5, "-k", min=1, help="How many passages."),
-    safety: str = typer.Option("flag", help="gen embedders: off | flag (show the refusal score) | suppress."),
+    safety: str | None = typer.Option(
+        None, help="Trained gen embedders: off | flag (show the refusal score; their default) | suppress."
+    ),
     checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
     backbone: str = typer.Option("default", help="Backbone for gen/llm_mean/hyde."),
     query_mix: float | None = typer.Option(
@@ -302,14 +339,27 @@ def search(
     api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
 ) -> None:
     """Search an index with one embedder and show the passages."""
-    if safety not in ("off", "flag", "suppress"):
+    embedder = embedder.strip()
+    probed = embedder.startswith("gen") and not embedder.endswith("_untrained")  # has a harm probe
+    if safety not in (None, "off", "flag", "suppress"):
         raise typer.BadParameter("must be off, flag or suppress", param_hint="--safety")
+    if safety in ("flag", "suppress") and not probed:
+        raise typer.BadParameter(
+            f"{safety} reads the harm probe of trained gen tokens; {embedder} has none (use gen_asym or gen_hybrid)",
+            param_hint="--safety",
+        )
+    safety = safety or ("flag" if probed else "off")
     if not query.strip():
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
     if query_mix is not None and (query_mix < 0 or embedder not in ("gen_hybrid", "gen_hybrid_ungated")):
         raise typer.BadParameter("a weight >= 0, for a gen_hybrid embedder", param_hint="--query-mix")
-    if harm_threshold is not None and (not embedder.startswith("gen") or embedder.endswith("_untrained")):
-        raise typer.BadParameter("the harm probe belongs to trained gen embedders", param_hint="--harm-threshold")
+    gated = embedder == "gen_hybrid"
+    if harm_threshold is not None and (not probed or (safety == "off" and not gated)):
+        raise typer.BadParameter(
+            "the harm probe's threshold acts in flag/suppress and in gen_hybrid's gate", param_hint="--harm-threshold"
+        )
+    _embedder_names(embedder, "--embedder")
+    _check_checkpoint(checkpoint)
     # after the checks: these imports take seconds (torch, transformers)
     from ragsafe.embedders.gen import GenEmbedder
     from ragsafe.embedders.registry import build_embedders
@@ -377,13 +427,17 @@ def audit(
     checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
     backbone: str = typer.Option("default", help="Backbone for gen and the judge."),
     name: str | None = typer.Option(
-        None, help="Index name (default: the corpus folder's name and a hash of its path)."
+        None, help="Index name (default: the corpus folder's name, a hash of its path and the stored vectors' names)."
     ),
     index_path: Path | None = typer.Option(None, help="Embedded Qdrant folder."),
     qdrant_url: str | None = typer.Option(None, help="A Qdrant server or cluster URL."),
     api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
 ) -> None:
     """Measure how often harmful queries pull harmful passages out of your corpus, per embedder."""
+    if out.exists() and not out.is_dir():  # found now, not after minutes of indexing and judging
+        raise typer.BadParameter(f"{out} is a file; the report needs a folder", param_hint="--out")
+    names = _embedder_names(embedders)
+    _check_checkpoint(checkpoint)
     from ragsafe.audit import AuditConfig, run_audit
     from ragsafe.report import as_mean, as_share, write_report
 
@@ -391,7 +445,7 @@ def audit(
         corpus=corpus,
         out=out,
         name=name,
-        embedders=embedders.split(","),
+        embedders=names,
         k=k,
         probes=probes,
         labels=labels,
@@ -412,7 +466,8 @@ def audit(
     for emb_name, m in summary["embedders"].items():
         table.add_row(emb_name, as_share(m["harmful exposure@k"]), as_mean(m["mean harmful passages in top k"]))
     console.print(table)
-    md, page = write_report(summary, out)
+    with user_errors():
+        md, page = write_report(summary, out)
     console.print(f"report: {md} and {page}")
 
 

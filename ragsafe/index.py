@@ -78,10 +78,23 @@ class Index:
         self.name = name
         if url:
             self.client = QdrantClient(url=url, api_key=os.environ.get(api_key_env))
+            try:  # the client connects lazily: a wrong URL would surface deep inside the first command
+                self.client.get_collections()
+            except Exception as err:
+                self.client.close()
+                raise IndexStoreError(f"Cannot reach the Qdrant server at {url}: {err}") from err
         else:
             folder = Path(path) if path else default_index_path()
             folder.mkdir(parents=True, exist_ok=True)
-            self.client = QdrantClient(path=str(folder))
+            try:
+                self.client = QdrantClient(path=str(folder))
+            except RuntimeError as err:
+                if "already accessed" not in str(err):
+                    raise
+                raise IndexStoreError(
+                    f"The index folder {folder} is open in another process; embedded Qdrant allows one at a "
+                    "time. Wait for it, or run a Qdrant server and pass --qdrant-url."
+                ) from err
 
     def close(self) -> None:
         self.client.close()
@@ -105,6 +118,17 @@ class Index:
         sparse = dict.fromkeys(params.sparse_vectors or {})
         return {**dense, **sparse}
 
+    def check_vectors(self, names: set[str]) -> None:
+        """Fail before any model loads when an existing collection lacks one of these named vectors."""
+        if not self.exists():
+            return
+        lacking = sorted(names - set(self.vector_names()))
+        if lacking:
+            raise IndexStoreError(
+                f"Index '{self.name}' has vectors {sorted(self.vector_names())}, not {lacking}: a collection's "
+                "vectors are fixed when it is made. Index into a new name for these embedders."
+            )
+
     def ensure(self, embedders: list[Embedder]) -> None:
         """Create the collection for these embedders, or check that the existing one matches them."""
         if not self.exists():
@@ -122,14 +146,10 @@ class Index:
                 },
             )
             return
+        self.check_vectors({storage_name(e) for e in embedders})
         have = self.vector_names()
         for e in embedders:
             name = storage_name(e)
-            if name not in have:
-                raise IndexStoreError(
-                    f"Index '{self.name}' has vectors {sorted(have)}, not '{name}'. "
-                    f"Index into a new name to add '{name}'."
-                )
             if not e.sparse and have[name] != e.dim:
                 raise IndexStoreError(
                     f"Index '{self.name}' stores '{name}' vectors of dimension {have[name]}, but this "
@@ -180,13 +200,13 @@ class Index:
             if offset is None:
                 return out
 
-    def _idf_in_store(self, bm25: BM25Embedder) -> bool:
+    def _idf_in_store(self, name: str = "bm25") -> bool:
         params = self.client.get_collection(self.name).config.params.sparse_vectors or {}
-        return params[storage_name(bm25)].modifier == models.Modifier.IDF
+        return name in params and params[name].modifier == models.Modifier.IDF
 
     def _prepare_bm25(self, bm25: BM25Embedder, new: list[Passage]) -> None:
         """Give `bm25` the collection's statistics, fitting them on the first passages it gets."""
-        if not self._idf_in_store(bm25):
+        if not self._idf_in_store(storage_name(bm25)):
             self._refresh_bm25(bm25, new)
             return
         meta = self._bm25_meta()
@@ -241,8 +261,18 @@ class Index:
             return False
         return not self.missing(passages)
 
-    def add(self, passages: list[Passage], embedders: list[Embedder], batch_size: int = 64, show_progress=True) -> int:
+    def add(
+        self,
+        passages: list[Passage],
+        embedders: list[Embedder],
+        batch_size: int = 64,
+        show_progress=True,
+        corpus: str | None = None,
+    ) -> int:
         """Embed and upsert the passages not stored yet; returns how many were added.
+
+        `corpus` (e.g. the folder's resolved path) marks the new points, so `prune` can later drop
+        those whose files changed or went away.
 
         A BM25 embedder takes the collection's statistics, whatever it had (see the module docstring).
         """
@@ -259,8 +289,11 @@ class Index:
         for e in embedders:
             if isinstance(e, BM25Embedder):
                 self._prepare_bm25(e, todo)
+        mark = {"corpus": corpus} if corpus else {}
         with make_progress(transient=False) as progress:
-            task = progress.add_task(f"indexing {self.name}", total=len(todo), info="", visible=show_progress)
+            task = progress.add_task(
+                f"indexing {self.name}", total=len(todo), info="", visible=show_progress and bool(todo)
+            )
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
                 texts = [p.text for p in chunk]
@@ -275,13 +308,35 @@ class Index:
                             name: _sparse(v[row]) if sp.issparse(v) else np.asarray(v[row]).tolist()
                             for name, v in vectors.items()
                         },
-                        payload={"passage_id": p.id, "text": p.text, **p.metadata},
+                        payload={"passage_id": p.id, "text": p.text, **p.metadata, **mark},
                     )
                     for row, p in enumerate(chunk)
                 ]
                 self.client.upsert(self.name, points, wait=True)
                 progress.advance(task, len(chunk))
         return len(todo)
+
+    def prune(self, corpus: str, keep: list[Passage]) -> int:
+        """Delete the points indexed from `corpus` (see `add`) that are not among `keep`: passages of
+        files since edited or removed. Points of other corpora, or added without a corpus, stay."""
+        if not self.exists():
+            return 0
+        wanted = {point_id(p.id) for p in keep}
+        mine = models.Filter(must=[models.FieldCondition(key="corpus", match=models.MatchValue(value=corpus))])
+        stale, offset = [], None
+        while True:
+            points, offset = self.client.scroll(
+                self.name, scroll_filter=mine, limit=1024, offset=offset, with_payload=False, with_vectors=False
+            )
+            stale += [p.id for p in points if str(p.id) not in wanted]
+            if offset is None:
+                break
+        if stale:
+            meta = self._bm25_meta()
+            if meta is not None and not self._idf_in_store():  # legacy statistics count the deleted passages
+                self.save_bm25(BM25Embedder().load_state(json.loads(meta["bm25"])), complete=False)  # add() refits
+            self.client.delete(self.name, models.PointIdsList(points=stale), wait=True)
+        return len(stale)
 
     def count(self) -> int:
         return self.client.count(self.name, exact=True).count

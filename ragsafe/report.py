@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from pathlib import Path
 
 import matplotlib
@@ -83,6 +84,33 @@ def _mark(harmful: bool | None) -> str:
     return {True: "HARMFUL", False: "ok", None: "?"}[harmful]
 
 
+def _judged(hit) -> str:
+    """The judge's score of a passage, shown beside its mark so a misjudged passage can be seen."""
+    return "" if hit.p_harm is None else f" (judge {hit.p_harm:.2f})"
+
+
+def judge_note(threshold: float | None) -> str:
+    if threshold is None:
+        return ""
+    return (
+        "(judge p) beside a passage: the judge's harm probability for it, which it calls harmful at "
+        f"p >= {threshold:.2f}; with labels the mark is the label's, so the two can disagree."
+    )
+
+
+MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~&])")
+
+
+def md_escape(text: str) -> str:
+    """Text as markdown shows it literally, on one line: a probe's `*`, `_` or `#` is not formatting."""
+    return MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def _heading(probe: dict) -> str:
+    category = probe.get("category") or ""
+    return f"### {md_escape(probe['query'])}" + (f"  ({md_escape(category)})" if category else "")
+
+
 def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,6 +119,8 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
     png = exposure_plot(summary) if known else b""
     if known:
         (out / "exposure.png").write_bytes(png)
+    else:  # a plot left by an earlier run into this folder would show numbers this run does not have
+        (out / "exposure.png").unlink(missing_ok=True)
     agreement = judge_agreement(summary.get("judge_vs_labels"))
     lines = [
         f"# ragsafe audit: {summary['corpus']}",
@@ -109,6 +139,8 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
     notes = [BM25_NOTE] if bm25 else []
     notes += [UNMATCHED_NOTE.format(len(unmatched), ", ".join(unmatched[:5]))] if unmatched else []
     notes += [] if known else [UNKNOWN_NOTE]
+    judged = judge_note(summary.get("judge_threshold"))
+    notes += [judged] if judged else []
     plot = ["![exposure](exposure.png)", ""] if known else []
     lines += ["", *[x for note in notes for x in (f"*{note}*", "")], *plot, "## Per probe", ""]
     if summary["decoded"]:
@@ -118,12 +150,13 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
         by_probe.setdefault(run.probe["id"], []).append(run)
     for pid, runs in by_probe.items():
         probe = runs[0].probe
-        lines.append(f"### {probe['query']}  ({probe.get('category', '')})")
+        lines.append(_heading(probe))
         if pid in summary["decoded"]:
             decoded = " ".join(summary["decoded"][pid].split())  # one line: newlines would break the markdown
             lines.append(f"*gen embedding decodes to:* {decoded or '(empty)'}")
         for run in runs:
-            hits = "; ".join(f"{_mark(h.harmful)} {h.source} ({h.score:.2f})" for h in run.hits) or _empty(run)
+            hits = "; ".join(f"{_mark(h.harmful)}{_judged(h)} {h.source} ({h.score:.2f})" for h in run.hits)
+            hits = hits or _empty(run)
             lines.append(f"- **{run.embedder}**: {hits}")
         lines.append("")
     if summary["skipped_files"]:
@@ -143,7 +176,7 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
             f"<li><b>{html.escape(run.embedder)}</b>: "
             + ", ".join(
                 f"<span class='{_mark(h.harmful).lower().strip('?') or 'unknown'}' title='{html.escape(h.text[:300])}'>"
-                f"{html.escape(h.source)} ({h.score:.2f})</span>"
+                f"{html.escape(h.source)} ({h.score:.2f}){_judged(h)}</span>"
                 for h in run.hits
             )
             + ("" if run.hits else _empty(run))
@@ -156,10 +189,10 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
             if pid in summary["decoded"]
             else ""
         )
-        probes_html.append(
-            f"<section><h3>{html.escape(probe['query'])} <small>{html.escape(probe.get('category', ''))}</small></h3>"
-            f"{dec}<ul>{items}</ul></section>"
-        )
+        category = probe.get("category") or ""
+        small = f" <small>{html.escape(category)}</small>" if category else ""
+        probes_html.append(f"<section><h3>{html.escape(probe['query'])}{small}</h3>{dec}<ul>{items}</ul></section>")
+    skipped = "".join(f"<li>{html.escape(p)}: {html.escape(r)}</li>" for p, r in summary["skipped_files"])
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ragsafe audit</title><style>
 body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px}}
@@ -175,7 +208,8 @@ top {summary["k"]}; harm decided by {html.escape(summary["harm_source"])}.{html.
 <h2>Per probe</h2>
 <p>Top {summary["k"]} passages per embedder: <span class="harmful">harmful</span> <span class="ok">not harmful</span>
 <span class="unknown">unknown</span>, source file and score; hover a passage for its text.</p>
-{f"<p class='dec'>{html.escape(DECODE_NOTE)}</p>" if summary["decoded"] else ""}{"".join(probes_html)}</body></html>"""
+{f"<p class='dec'>{html.escape(DECODE_NOTE)}</p>" if summary["decoded"] else ""}{"".join(probes_html)}
+{f"<h2>Skipped files</h2><ul>{skipped}</ul>" if skipped else ""}</body></html>"""
     html_path = out / "report.html"
     html_path.write_text(page)
     return md_path, html_path

@@ -5,6 +5,11 @@ from ragsafe.cli import app
 runner = CliRunner()
 
 
+def flat(output: str) -> str:
+    """The output without rich's box and line wrapping, so a message reads as one line."""
+    return " ".join(output.replace("│", " ").split())
+
+
 def test_every_verb_has_help():
     for verb in ["explain", "train", "calibrate", "fit-probe", "index", "search"]:
         result = runner.invoke(app, [verb, "--help"])
@@ -73,7 +78,7 @@ def test_clear_errors(tmp_path):
 def test_user_errors_end_in_one_message_not_a_traceback(tmp_path):
     args = ["--index-path", str(tmp_path / "q")]
     unknown = runner.invoke(app, ["index", "corpora/demo", "--name", "d", "--embedders", "teacher,nosuch", *args])
-    assert unknown.exit_code == 1 and "unknown embedder" in unknown.output and unknown.exception.__class__ is SystemExit
+    assert unknown.exit_code == 2 and "unknown embedder" in unknown.output and unknown.exception.__class__ is SystemExit
     zero = runner.invoke(app, ["index", "corpora/demo", "--name", "d", "--chunk-words", "0", *args])
     assert zero.exit_code == 2 and "--chunk-words" in zero.output  # refused, where it used to loop forever
     no_bm25 = runner.invoke(app, ["search", "nope", "x", "--embedder", "bm25", *args])
@@ -83,6 +88,52 @@ def test_user_errors_end_in_one_message_not_a_traceback(tmp_path):
     (tmp_path / "bad.json").write_text('{"query": oops}')
     bad = runner.invoke(app, ["train", "--queries", str(tmp_path / "bad.json"), "--out", str(tmp_path / "run")])
     assert bad.exit_code == 1 and "bad.json is not valid JSON" in bad.output.replace("\n", "")
+
+
+def test_refused_before_any_model_loads(tmp_path, monkeypatch):
+    args = ["--index-path", str(tmp_path / "q")]
+    assert runner.invoke(app, ["index", "corpora/demo", "--name", "d", "--embedders", "bm25", *args]).exit_code == 0
+
+    def no_models(*_, **__):
+        raise AssertionError("a model loaded for a command that was going to be refused")
+
+    monkeypatch.setattr("ragsafe.embedders.registry.build_embedders", no_models)
+    monkeypatch.setattr("ragsafe.embedders.gen.GenEmbedder.load", no_models)
+    more = runner.invoke(app, ["index", "corpora/demo", "--name", "d", "--embedders", "bm25,teacher", *args])
+    assert more.exit_code == 1 and "not ['teacher']" in flat(more.output) and "new name" in flat(more.output)
+    for verb in (["search", "d", "x"], ["index", "corpora/demo", "--name", "d"], ["explain", "x"]):
+        gone = runner.invoke(
+            app, [*verb, "--checkpoint", str(tmp_path / "nope"), *args[: 2 if verb[0] != "explain" else 0]]
+        )
+        assert gone.exit_code == 2 and "does not exist" in flat(gone.output), gone.output
+    for flag in ("--top-k", "--max-new-tokens"):
+        assert runner.invoke(app, ["explain", "x", flag, "0"]).exit_code == 2
+    for mode in ("flag", "suppress"):  # nothing to read the harm probe from: refused, not ignored
+        plain = runner.invoke(app, ["search", "d", "x", "--embedder", "teacher", "--safety", mode, *args])
+        assert plain.exit_code == 2 and "harm probe" in flat(plain.output)
+    (tmp_path / "report").write_text("a file")
+    out_is_file = runner.invoke(app, ["audit", "corpora/demo", "--out", str(tmp_path / "report"), *args])
+    assert out_is_file.exit_code == 2 and "is a file" in flat(out_is_file.output)
+    spaced = runner.invoke(app, ["index", "corpora/demo", "--name", "d", "--embedders", " bm25 , ", *args])
+    assert spaced.exit_code == 0 and "added 0" in spaced.output
+
+
+def test_reindexing_drops_what_changed_or_went_away(tmp_path):
+    import shutil
+
+    folder = tmp_path / "docs"
+    shutil.copytree("corpora/demo", folder)
+    args = ["--index-path", str(tmp_path / "q"), "--embedders", "bm25"]
+    first = runner.invoke(app, ["index", str(folder), "--name", "d", *args])
+    assert first.exit_code == 0 and "holds 10" in first.output, first.output
+    (folder / "paris.txt").unlink()
+    (folder / "bread.md").write_text("Sourdough needs a starter, flour, water and salt.")
+    again = runner.invoke(app, ["index", str(folder), "--name", "d", *args])
+    assert again.exit_code == 0 and "added 1, removed 2 stale" in again.output and "holds 9" in again.output
+    paris = runner.invoke(app, ["search", "d", "capital of France", "--embedder", "bm25", "--index-path", args[1]])
+    assert paris.exit_code == 0 and "paris.txt" not in paris.output
+    kept = runner.invoke(app, ["index", str(folder), "--name", "d", "--no-prune", *args])
+    assert kept.exit_code == 0 and "added 0;" in kept.output
 
 
 def test_resume_goes_on_with_the_runs_own_settings(tmp_path, monkeypatch):

@@ -78,3 +78,55 @@ def test_single_file_and_html(tmp_path):
     passages, _ = load_corpus(tmp_path / "page.html")
     assert passages[0].title == "T" and passages[0].text == "Hello there"
     assert json.dumps(passages[0].metadata)
+
+
+def test_entries_that_are_not_read_are_listed_not_lost(tmp_path, monkeypatch):
+    root = tmp_path / "corpus"
+    (root / "locked").mkdir(parents=True)
+    (root / "good.txt").write_text("A fine passage about rivers.")
+    (root / "locked" / "secret.txt").write_text("never listed")
+    (root / "dead.txt").symlink_to("nowhere.txt")
+    (root / "self").symlink_to("self")
+    os.mkfifo(root / "pipe.txt")
+    (root / ".hidden-dead").symlink_to("nowhere")  # hidden entries are not documents: left out unlisted
+    listing = type(root).iterdir
+
+    def iterdir(path):  # root reads any folder, so the denial is simulated for every user
+        if path.name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(type(root), "iterdir", iterdir)
+    passages, report = load_corpus(root)
+    assert [p.source for p in passages] == ["good.txt"]
+    assert report.skipped == [
+        ("dead.txt", "broken link (to nowhere.txt, which does not exist)"),
+        ("locked", "unreadable folder (Permission denied)"),
+        ("pipe.txt", "not a regular file (a FIFO)"),
+        ("self", "unreadable link to self (Too many levels of symbolic links)"),
+    ]
+
+
+def test_linked_folders_are_followed_once_and_loops_are_cut(tmp_path):
+    root, outside = tmp_path / "corpus", tmp_path / "shared"
+    (root / "sub").mkdir(parents=True)
+    (outside / "inner").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha text")
+    (root / "sub" / "b.txt").write_text("beta text")
+    (outside / "c.txt").write_text("gamma text")
+    (outside / "inner" / "d.txt").write_text("delta text")
+    (root / "linked").symlink_to(outside)
+    (root / "linked-again").symlink_to(outside)
+    (root / "sub" / "up").symlink_to(root)
+    (root / "sub-too").symlink_to(root / "sub")
+    (outside / "inner" / "top").symlink_to(tmp_path)  # above the corpus: walking it would come back in
+    passages, report = load_corpus(root)
+    assert [p.source for p in passages] == ["a.txt", "linked/c.txt", "linked/inner/d.txt", "sub/b.txt"]
+    assert passages[1].id == passage_id("linked/c.txt", "gamma text")  # named by the path through the link
+    assert dict(report.skipped) == {
+        "linked-again": "the same folder as linked, read there",
+        "linked/inner/top": "link to a folder that holds the corpus (a loop)",
+        "sub/up": "link to a folder that holds the corpus (a loop)",
+        "sub-too": "the same folder as sub, read there",
+    }
+    assert [p for p, _ in report.skipped] == ["linked/inner/top", "linked-again", "sub/up", "sub-too"]

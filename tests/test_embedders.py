@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -251,3 +253,13 @@ def test_hashed_bm25_merges_terms_that_share_a_number(monkeypatch):
     hashed = BM25Embedder(hashed=True).fit(DOCS)
     rows = hashed.encode_queries(["the cat sat"])
     assert rows[0].indices.tolist() == [7] and rows[0].data.tolist() == [3.0]
+
+
+def test_teacher_says_once_when_passages_outrun_its_window(teacher):
+    long = " ".join(["word"] * 400)
+    teacher._cut_warned = False
+    with pytest.warns(UserWarning, match="1 of 2 passages are longer than the teacher's"):
+        teacher.encode_documents([long, "short"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        teacher.encode_documents([long])  # said once per embedder

@@ -16,6 +16,23 @@ import scipy.sparse as sp
 
 Vectors = np.ndarray | sp.csr_matrix
 
+# here, not in the registry, so the CLI can check names without importing torch
+NAMES = {
+    "bm25": "BM25 (rank-bm25 statistics, sparse vectors)",
+    "teacher": "the teacher sentence-transformer (MiniLM) on the text itself",
+    "llm_mean": "mean of the backbone's last-layer states over the text",
+    "gen": "LLM2Vec-Gen, queries and documents through the gen encoder",
+    "gen_asym": "LLM2Vec-Gen queries against teacher-embedded documents",
+    "gen_hybrid": "gen_asym with the teacher's query vector mixed in (weight fitted on training answers), "
+    "except for queries the checkpoint's harm probe reads as refused",
+    "gen_hybrid_ungated": "gen_hybrid's mix on every query, the harm probe ignored",
+    "gen_untrained": "gen with freshly initialised (untrained) tokens",
+    "gen_asym_untrained": "gen_asym with untrained tokens",
+    "gen_hybrid_untrained": "gen_hybrid's query mix (the checkpoint's β) over untrained tokens: what training adds",
+    "hyde": "the backbone writes an answer, the teacher embeds it",
+    "hyde_policy": "HyDE with the answer written under the response policy",
+}
+
 
 @runtime_checkable
 class Embedder(Protocol):

@@ -7,6 +7,7 @@ the LLM's responses whose space the gen tokens learn to hit.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class TeacherEmbedder:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = SentenceTransformer(path, device=device, local_files_only=local)
         self.batch_size = batch_size
+        self._cut_warned = False
 
     @property
     def dim(self) -> int:
@@ -72,4 +74,21 @@ class TeacherEmbedder:
         return self.embed(texts)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        texts = check_texts(texts)
+        self._warn_if_cut(texts)
         return self.embed(texts)
+
+    def _warn_if_cut(self, texts: list[str]) -> None:
+        """Say once when passages run past the model's window: their ends would go unembedded, unseen."""
+        limit = getattr(self.model, "max_seq_length", None)
+        if self._cut_warned or not limit or not texts:
+            return
+        lengths = [len(ids) for ids in self.model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        cut = sum(n > limit for n in lengths)
+        if cut:
+            self._cut_warned = True
+            warnings.warn(
+                f"{cut} of {len(texts)} passages are longer than the teacher's {limit} tokens and lose their "
+                "ends (a word is about 1.3 tokens: index with shorter chunks, e.g. --chunk-words 150).",
+                stacklevel=3,
+            )

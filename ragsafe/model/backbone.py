@@ -20,6 +20,8 @@ import importlib.util
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +158,20 @@ def assemble_default_gguf(dest: Path) -> Path:
     return dest
 
 
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Local weights load in seconds; transformers' per-tensor progress bar is only noise then."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     folder, fname = str(path.parent), path.name
     try:
@@ -176,7 +192,8 @@ def _dense_cache(
     dense = cache_root() / "backbones" / key
     marker = dense / "ragsafe-source.json"
     if marker.is_file():
-        model = AutoModelForCausalLM.from_pretrained(dense, dtype=dtype)
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(dense, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(dense)
         return model, tokenizer
     work = cache_root() / "backbones" / f"{key}.build"
@@ -248,7 +265,8 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, dtype: torch.dtype | None = None
         if not (path / "config.json").is_file():
             raise BackboneError(f"{path} is a directory but has no config.json: not a Hugging Face model folder.")
         name = path.name
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
     elif path.exists() or spec.startswith((".", "/", "~")):
         raise BackboneError(f"{spec} is neither a .gguf file nor a model directory.")
