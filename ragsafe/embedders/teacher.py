@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,10 @@ class TeacherEmbedder:
         import torch
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = SentenceTransformer(path, device=device, local_files_only=local)
+        from ragsafe.model.backbone import quiet_loading
+
+        with quiet_loading() if local else nullcontext():
+            self.model = SentenceTransformer(path, device=device, local_files_only=local)
         self.batch_size = batch_size
         self._cut_warned = False
 
@@ -83,12 +87,13 @@ class TeacherEmbedder:
         limit = getattr(self.model, "max_seq_length", None)
         if self._cut_warned or not limit or not texts:
             return
-        lengths = [len(ids) for ids in self.model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        counted = self.model.tokenizer(texts, add_special_tokens=True, verbose=False)  # counting, not encoding
+        lengths = [len(ids) for ids in counted["input_ids"]]
         cut = sum(n > limit for n in lengths)
         if cut:
             self._cut_warned = True
             warnings.warn(
                 f"{cut} of {len(texts)} passages are longer than the teacher's {limit} tokens and lose their "
-                "ends (a word is about 1.3 tokens: index with shorter chunks, e.g. --chunk-words 150).",
+                "ends; shorter chunks (--chunk-words) keep them whole.",
                 stacklevel=3,
             )

@@ -159,7 +159,7 @@ def assemble_default_gguf(dest: Path) -> Path:
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     """Local weights load in seconds; transformers' per-tensor progress bar is only noise then."""
     from transformers.utils import logging as hf_logging
 
@@ -192,7 +192,7 @@ def _dense_cache(
     dense = cache_root() / "backbones" / key
     marker = dense / "ragsafe-source.json"
     if marker.is_file():
-        with _quiet_loading():
+        with quiet_loading():
             model = AutoModelForCausalLM.from_pretrained(dense, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(dense)
         return model, tokenizer
@@ -265,7 +265,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, dtype: torch.dtype | None = None
         if not (path / "config.json").is_file():
             raise BackboneError(f"{path} is a directory but has no config.json: not a Hugging Face model folder.")
         name = path.name
-        with _quiet_loading():
+        with quiet_loading():
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
     elif path.exists() or spec.startswith((".", "/", "~")):
