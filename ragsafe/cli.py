@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ragsafe.corpus import CHUNK_WORDS  # light: the slow imports wait inside each command
+from ragsafe.train.domains import DomainPack, known_packs  # light too: json and paths
 
 app = typer.Typer(
     help="Safe retrieval for RAG: embed the answer an LLM would give, not the question.", no_args_is_help=True
@@ -103,29 +105,58 @@ def explain(
     console.print(table)
 
 
+def _check_positive(value: float | None, param_hint: str) -> None:
+    """typer's `min` admits the bound itself; a zero rate or time limit would run a run that does nothing."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"must be > 0, not {value}", param_hint=param_hint)
+
+
+@contextmanager
+def _skipped_queries_as_lines() -> Iterator[None]:
+    """Records a query file's reading skipped, shown as one console line rather than a Python warning."""
+    from ragsafe.train.queries import SkippedQueriesWarning
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs) -> None:
+            if issubclass(category, SkippedQueriesWarning):
+                console.print(str(message), style="yellow", markup=False)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        warnings.simplefilter("always", SkippedQueriesWarning)
+        yield
+
+
 @app.command()
 def train(
     ctx: typer.Context,
     out: Path = typer.Option(Path("runs/default"), help="Run folder: caches, trainer state, final checkpoint."),
-    domain: str | None = typer.Option(None, help="A domain pack in corpora/domains (default, medical) or a pack file."),
+    domain: str | None = typer.Option(
+        None, help=f"A domain pack in corpora/domains ({', '.join(known_packs())}) or a pack file."
+    ),
     queries: Path | None = typer.Option(None, help="Your own unlabeled queries (.jsonl/.json/.csv/.txt)."),
     backbone: str = typer.Option("default", help="'default', 'smollm2', a .gguf file, a model folder or a hub id."),
     teacher: str = typer.Option("minilm", help="'minilm' (bundled) or a sentence-transformers folder."),
     policy: str | None = typer.Option(None, help="System prompt the backbone answers under (default: built-in)."),
     no_policy: bool = typer.Option(False, "--no-policy", help="Generate responses without any system prompt."),
-    steps: int = typer.Option(200, help="Stage-2 steps (tokens + heads through the backbone)."),
-    head_steps: int = typer.Option(1000, help="Stage-1 steps (heads on cached states; cheap)."),
-    batch_size: int = typer.Option(16, help="Stage-2 batch size."),
-    lr: float = typer.Option(5e-4, help="Stage-2 peak learning rate."),
-    max_queries: int | None = typer.Option(None, help="Use at most this many queries (sampled)."),
-    max_new_tokens: int = typer.Option(40, help="Length cap of the generated responses."),
-    w_recon: float = typer.Option(0.0, help="Weight of the reconstruction loss (slow on CPU)."),
+    steps: int = typer.Option(200, min=0, help="Stage-2 steps (tokens + heads through the backbone)."),
+    head_steps: int = typer.Option(1000, min=0, help="Stage-1 steps (heads on cached states; cheap)."),
+    batch_size: int = typer.Option(16, min=1, help="Stage-2 batch size."),
+    lr: float = typer.Option(5e-4, help="Stage-2 peak learning rate (> 0)."),
+    max_queries: int | None = typer.Option(None, min=1, help="Use at most this many queries (sampled)."),
+    max_new_tokens: int = typer.Option(40, min=1, help="Length cap of the generated responses."),
+    w_recon: float = typer.Option(0.0, min=0.0, help="Weight of the reconstruction loss (slow on CPU)."),
     data_dir: Path | None = typer.Option(None, help="Data folder (default: ../shared/data)."),
     resume: bool = typer.Option(False, help="Continue from the run folder's last trainer state."),
-    gen_batch_size: int = typer.Option(32, help="Queries answered per generation batch (256+ on a GPU)."),
-    head_batch_size: int = typer.Option(128, help="Stage-1 batch size."),
-    checkpoint_every: int = typer.Option(25, help="Stage-2 steps between validation + trainer-state saves."),
-    max_minutes: float | None = typer.Option(None, help="Stop stage 2 after this many minutes (state is saved)."),
+    gen_batch_size: int = typer.Option(32, min=1, help="Queries answered per generation batch (256+ on a GPU)."),
+    head_batch_size: int = typer.Option(128, min=1, help="Stage-1 batch size."),
+    checkpoint_every: int = typer.Option(25, min=1, help="Stage-2 steps between validation + trainer-state saves."),
+    max_minutes: float | None = typer.Option(
+        None, help="Stop stage 2 after this many minutes (> 0; the state is saved)."
+    ),
     init_from: str | None = typer.Option(None, help="Start from a checkpoint ('default': the shipped one)."),
     label_targets: bool = typer.Option(
         True,
@@ -140,11 +171,13 @@ def train(
     only --steps, --max-minutes, --data-dir, --checkpoint-every and --gen-batch-size may differ."""
     from dataclasses import replace
 
-    from ragsafe.train.config import TrainConfig, check_resume, read_run_config
+    from ragsafe.train.config import TrainConfig, check_resume, check_something_to_resume, read_run_config
     from ragsafe.train.trainer import Trainer, describe
 
     if domain and queries:
         raise typer.BadParameter("give --domain or --queries, not both")
+    _check_positive(lr, "--lr")
+    _check_positive(max_minutes, "--max-minutes")
     cfg = TrainConfig(
         out=out,
         domain=None if queries else (domain or "default"),
@@ -170,7 +203,10 @@ def train(
         cfg.policy = None
     elif policy:
         cfg.policy = policy
-    with user_errors():  # the set-up only: an error inside a long run keeps its traceback
+    # the set-up only: an error inside a long run keeps its traceback
+    with user_errors(), _skipped_queries_as_lines():
+        if resume:
+            check_something_to_resume(out)
         saved = read_run_config(out) if resume else None
         if saved is not None:  # the run's own settings, with what was given again on top
             # by name: typer vendors its own click, whose enum is not click's
@@ -199,13 +235,16 @@ def calibrate(
     data_dir: Path | None = typer.Option(None, help="Data folder (default: ../shared/data)."),
 ) -> None:
     """Refit a checkpoint's harm probe and gen_hybrid query mix on its own training split (no generation)."""
+    _check_checkpoint(checkpoint)
+    if not run_dir.is_dir():  # before torch imports and the backbone loads
+        raise typer.BadParameter(f"{run_dir} does not exist or is no folder", param_hint="--run-dir")
     from ragsafe.model.checkpoint import default_checkpoint_dir
     from ragsafe.train.trainer import recalibrate
 
     path = checkpoint or default_checkpoint_dir()
     if path is None:
         raise typer.BadParameter("no checkpoint given and none shipped", param_hint="--checkpoint")
-    with user_errors():
+    with user_errors(), _skipped_queries_as_lines():
         fitted = recalibrate(path, run_dir, data_dir)
     safety, mix = fitted["safety"], fitted["query_mix"]
     if safety.get("direction") is None:
@@ -232,6 +271,10 @@ def fit_probe(
     min_caught: float = typer.Option(0.9, min=0.01, max=1.0, help="Held-out harmful share the threshold must catch."),
 ) -> None:
     """Refit a checkpoint's harm probe from its sources' labels (no generation; gen tokens untouched)."""
+    _check_checkpoint(checkpoint)
+    if pack is not None:
+        with user_errors():  # a missing or malformed pack, before torch imports and the models load
+            DomainPack.load(str(pack))
     from ragsafe.model.checkpoint import default_checkpoint_dir
     from ragsafe.train.source_probe import SourceProbeConfig, refit_probe
 
@@ -241,7 +284,7 @@ def fit_probe(
     cfg = SourceProbeConfig(declarative=declarative, min_caught=min_caught)
     if pack is not None:
         cfg.pack = str(pack)
-    with user_errors():
+    with user_errors():  # refit_probe checks the checkpoint, the pack and its data files before the models load
         fitted = refit_probe(path, data_dir, cfg)
     console.print(
         f"harm probe: threshold {fitted['threshold']:.3f} ({fitted['calibrated_on']}), held-out harmful requests "

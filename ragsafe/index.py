@@ -20,8 +20,10 @@ that is done, so a run killed in between is repaired by the next one, whatever i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +56,11 @@ def default_index_path() -> Path:
 
 
 def point_id(passage_id: str) -> str:
-    return str(uuid.UUID(hex=passage_id[:32].ljust(32, "0")))
+    """Qdrant wants a UUID (or an integer): ragsafe's hex ids map onto one, any other id is hashed first."""
+    head = passage_id[:32].ljust(32, "0")
+    if not all(c in "0123456789abcdefABCDEF" for c in head):
+        head = hashlib.sha256(passage_id.encode("utf-8")).hexdigest()[:32]
+    return str(uuid.UUID(hex=head))
 
 
 def storage_name(emb: Embedder) -> str:
@@ -67,6 +73,45 @@ def _sparse(row: sp.csr_matrix) -> models.SparseVector:
     return models.SparseVector(indices=row.indices.tolist(), values=row.data.astype(float).tolist())
 
 
+class _SharedLocalClients:
+    """Embedded Qdrant locks its folder for one client, so the Index objects of one process that open the
+    same folder share its client; the last one to close closes it. (Process-wide, as that lock is.)"""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._open: dict[Path, list] = {}  # folder -> [client, how many Index objects hold it]
+
+    def acquire(self, folder: Path) -> QdrantClient:
+        with self._guard:
+            entry = self._open.get(folder.resolve())
+            if entry is None:
+                try:
+                    client = QdrantClient(path=str(folder))
+                except RuntimeError as err:
+                    if "already accessed" not in str(err):
+                        raise
+                    raise IndexStoreError(
+                        f"The index folder {folder} is open in another process; embedded Qdrant allows one "
+                        "at a time. Wait for it, or run a Qdrant server and pass --qdrant-url."
+                    ) from err
+                entry = self._open[folder.resolve()] = [client, 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, folder: Path) -> None:
+        with self._guard:
+            entry = self._open.get(folder.resolve())
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[0].close()
+                del self._open[folder.resolve()]
+
+
+_LOCAL_CLIENTS = _SharedLocalClients()
+
+
 class Index:
     META = "__ragsafe_meta"
 
@@ -76,6 +121,8 @@ class Index:
         if not name or not name.replace("-", "").replace("_", "").isalnum():
             raise IndexStoreError(f"Index name must be letters, digits, '-' or '_', got {name!r}.")
         self.name = name
+        self.folder: Path | None = None
+        self._closed = False
         if url:
             self.client = QdrantClient(url=url, api_key=os.environ.get(api_key_env))
             try:  # the client connects lazily: a wrong URL would surface deep inside the first command
@@ -86,18 +133,17 @@ class Index:
         else:
             folder = Path(path) if path else default_index_path()
             folder.mkdir(parents=True, exist_ok=True)
-            try:
-                self.client = QdrantClient(path=str(folder))
-            except RuntimeError as err:
-                if "already accessed" not in str(err):
-                    raise
-                raise IndexStoreError(
-                    f"The index folder {folder} is open in another process; embedded Qdrant allows one at a "
-                    "time. Wait for it, or run a Qdrant server and pass --qdrant-url."
-                ) from err
+            self.client = _LOCAL_CLIENTS.acquire(folder)
+            self.folder = folder
 
     def close(self) -> None:
-        self.client.close()
+        if self._closed:  # a second close must not release a client other Index objects share
+            return
+        self._closed = True
+        if self.folder is None:
+            self.client.close()
+        else:
+            _LOCAL_CLIENTS.release(self.folder)
 
     def __enter__(self) -> Index:
         return self
@@ -276,6 +322,8 @@ class Index:
 
         A BM25 embedder takes the collection's statistics, whatever it had (see the module docstring).
         """
+        if passages is None or isinstance(passages, (str, Passage)):
+            raise TypeError("Index.add takes a list of Passage objects (see ragsafe.corpus.load_corpus)")
         if not passages:
             return 0
         self.ensure(embedders)
@@ -344,11 +392,25 @@ class Index:
     # ------------------------------------------------------------ read
     def search(self, query_vector, embedder_name: str, k: int = 10, only: list[str] | None = None) -> list[Hit]:
         """The k nearest passages; `only`: point ids (`point_id(passage id)`) to search among."""
-        if embedder_name not in self.vector_names():
-            raise IndexStoreError(
-                f"Index '{self.name}' has no '{embedder_name}' vectors (has {sorted(self.vector_names())})."
-            )
-        query = _sparse(query_vector) if sp.issparse(query_vector) else np.asarray(query_vector).ravel().tolist()
+        have = self.vector_names()
+        if embedder_name not in have:
+            raise IndexStoreError(f"Index '{self.name}' has no '{embedder_name}' vectors (has {sorted(have)}).")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if sp.issparse(query_vector):
+            if query_vector.shape[0] != 1:
+                raise ValueError(f"one query vector at a time, got {query_vector.shape[0]} rows")
+            query = _sparse(query_vector)
+        else:
+            dense = np.asarray(query_vector, dtype=np.float32)
+            if dense.ndim > 2 or (dense.ndim == 2 and dense.shape[0] != 1):
+                raise ValueError(f"one query vector at a time, got an array of shape {dense.shape}")
+            query = dense.ravel().tolist()
+            if have[embedder_name] is not None and len(query) != have[embedder_name]:
+                raise IndexStoreError(
+                    f"The query vector has {len(query)} values; '{embedder_name}' vectors in '{self.name}' have "
+                    f"{have[embedder_name]} (another embedder or checkpoint?)."
+                )
         among = None if only is None else models.Filter(must=[models.HasIdCondition(has_id=only)])
         result = self.client.query_points(
             self.name, query=query, using=embedder_name, limit=k, with_payload=True, query_filter=among

@@ -30,7 +30,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from ragsafe.embedders.base import Embedder
 from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.index import Index, storage_name
-from ragsafe.retrieval import Mode, RefusalScorer, SafeRetriever
+from ragsafe.retrieval import Mode, RefusalScorer, SafeRetriever, check_mode
 
 # One lock per model or index object, shared by all the wrappers around it. Keyed by identity (an
 # embedder need not be hashable) and dropped when the object is collected, so no embedder is kept alive.
@@ -92,7 +92,7 @@ class _LockedIndex:
         self.index = index
 
     def search(self, *args: Any, **kwargs: Any) -> Any:
-        with lock_for(self.index):
+        with lock_for(self.index.client):  # Index objects on one embedded folder share their client
             return self.index.search(*args, **kwargs)
 
 
@@ -101,11 +101,13 @@ class RagsafeRetriever(BaseRetriever):
         super().__init__(**kwargs)
         if isinstance(embedder, BM25Embedder) and not embedder.fitted:
             embedder = index.load_bm25()  # a BM25 query is only meaningful with the index's own statistics
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        check_mode(safety)
+        index.check_vectors({storage_name(embedder)})  # now, not at the first query
         self.index, self.embedder, self.k = index, embedder, k
         self.locked = _LockedIndex(index)
         self.safe: SafeRetriever | None = None
-        if safety not in ("off", "flag", "suppress"):
-            raise ValueError(f"safety must be off, flag or suppress, got {safety!r}")
         if safety != "off":
             scorer = RefusalScorer.for_embedder(embedder)
             if scorer is None:

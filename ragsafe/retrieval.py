@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
@@ -127,8 +127,16 @@ class SafeResult:
     hits: list[Hit] = field(default_factory=list)
 
 
+def check_mode(mode: str) -> None:
+    if mode not in get_args(Mode):
+        raise ValueError(f"safety mode must be one of {', '.join(get_args(Mode))}, got {mode!r}")
+
+
 class SafeRetriever:
     def __init__(self, index: Index, embedder: GenEmbedder, scorer: RefusalScorer | None, mode: Mode = "flag"):
+        check_mode(mode)
+        if not hasattr(embedder, "encode_gen_queries"):
+            raise TypeError(f"SafeRetriever reads a gen embedder's predicted answer; {embedder.name!r} has none")
         if mode != "off" and scorer is None:
             raise ValueError(f"mode '{mode}' needs a refusal scorer")
         self.index, self.embedder, self.scorer, self.mode = index, embedder, scorer, mode

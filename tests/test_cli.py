@@ -1,3 +1,5 @@
+import json
+
 from typer.testing import CliRunner
 
 from ragsafe.cli import app
@@ -163,3 +165,127 @@ def test_resume_goes_on_with_the_runs_own_settings(tmp_path, monkeypatch):
     other = runner.invoke(app, ["train", "--out", str(run), "--resume", "--domain", "medical"])
     assert other.exit_code == 1 and "started with other settings" in " ".join(other.output.split())
     assert len(started) == 1
+
+
+class ModelLoaded(AssertionError):
+    pass
+
+
+def refuse_models(monkeypatch) -> None:
+    """Every train/calibrate/fit-probe set-up error below must come before a model loads."""
+
+    def no_models(*_, **__):
+        raise ModelLoaded("a model loaded for a command that was going to be refused")
+
+    for target in ("ragsafe.train.trainer.load_backbone", "ragsafe.train.trainer.TeacherEmbedder"):
+        monkeypatch.setattr(target, no_models)
+    monkeypatch.setattr("ragsafe.embedders.gen.GenEmbedder.load", no_models)
+
+
+def one_line_error(result, *parts: str, code: int = 1) -> None:
+    assert result.exit_code == code and isinstance(result.exception, SystemExit), result.output
+    assert all(p in flat(result.output) for p in parts), result.output
+    assert "Traceback" not in result.output
+
+
+def test_train_set_up_errors_come_before_any_model(tmp_path, monkeypatch):
+    refuse_models(monkeypatch)
+    (tmp_path / "q.txt").write_text("how do tides work\nwhy is the sky blue\nwhat is rust\nhow do bees fly\n")
+    args = ["train", "--queries", str(tmp_path / "q.txt"), "--out", str(tmp_path / "run")]
+    gone = runner.invoke(app, [*args, "--init-from", str(tmp_path / "nowhere")])
+    one_line_error(gone, "nowhere does not exist")
+    (tmp_path / "empty").mkdir()
+    one_line_error(runner.invoke(app, [*args, "--init-from", str(tmp_path / "empty")]), "not a ragsafe checkpoint")
+    other = runner.invoke(app, [*args, "--init-from", "default", "--backbone", "smollm2"])
+    one_line_error(other, "was trained on backbone", "this run uses 'smollm2'")
+    nothing = runner.invoke(app, ["train", "--out", str(tmp_path / "fresh"), "--resume"])
+    one_line_error(nothing, f"nothing to resume in {tmp_path / 'fresh'}")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "fresh").exists()
+
+
+def test_train_names_what_is_wrong_with_a_pack_or_a_query_file(tmp_path, monkeypatch):
+    refuse_models(monkeypatch)
+    out = ["--out", str(tmp_path / "run")]
+    (tmp_path / "strings.json").write_text(json.dumps({"name": "x", "queries": ["a.jsonl"]}))
+    (tmp_path / "list.json").write_text("[1]")
+    strings = runner.invoke(app, ["train", "--domain", str(tmp_path / "strings.json"), *out])
+    one_line_error(strings, '"queries" entry 1 must be an object')
+    listed = runner.invoke(app, ["train", "--domain", str(tmp_path / "list.json"), *out])
+    one_line_error(listed, "must be a JSON object")
+    missing = runner.invoke(app, ["train", "--domain", str(tmp_path / "none.json"), *out])
+    one_line_error(missing, "none.json does not exist")
+    (tmp_path / "bad.jsonl").write_text('{"q": "x"}\n[1, 2]\n7\n')
+    bad = runner.invoke(app, ["train", "--queries", str(tmp_path / "bad.jsonl"), *out])
+    one_line_error(bad, "Only 0 usable training queries", "skipped 3 record(s)", "bad.jsonl:2 is a list")
+    (tmp_path / "excel.csv").write_bytes("\ufeffquestion\nhow do tides work\n".encode())
+    one_line_error(runner.invoke(app, ["train", "--queries", str(tmp_path / "excel.csv"), *out]), "Only 1 usable")
+
+
+def test_train_shows_skipped_records_as_one_line_and_goes_on(tmp_path, monkeypatch):
+    refuse_models(monkeypatch)
+    rows = [json.dumps({"query": f"how does engine {i} work"}) for i in range(4)]
+    (tmp_path / "q.jsonl").write_text("\n".join([*rows, "[1]"]) + "\n")
+    result = runner.invoke(app, ["train", "--queries", str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "run")])
+    assert isinstance(result.exception, ModelLoaded)  # it went on to load the backbone
+    assert "skipped 1 record(s)" in flat(result.output) and "q.jsonl:5 is a list" in flat(result.output)
+    assert "SkippedQueriesWarning" not in result.output
+
+
+def test_train_count_options_are_bounded(monkeypatch):
+    from ragsafe.train import trainer
+
+    def no_run(cfg):
+        raise AssertionError(f"a run started with {cfg}")
+
+    monkeypatch.setattr(trainer, "Trainer", no_run)
+    for flag, value in [
+        ("--max-queries", "0"),
+        ("--steps", "-1"),
+        ("--head-steps", "-1"),
+        ("--batch-size", "0"),
+        ("--head-batch-size", "0"),
+        ("--gen-batch-size", "0"),
+        ("--checkpoint-every", "0"),
+        ("--max-new-tokens", "0"),
+        ("--lr", "0"),
+        ("--lr", "-1e-3"),
+        ("--max-minutes", "0"),
+        ("--w-recon", "-1"),
+    ]:
+        result = runner.invoke(app, ["train", flag, value])
+        assert result.exit_code == 2 and flag in flat(result.output), (flag, result.output)
+
+
+def test_train_help_lists_every_shipped_pack():
+    from ragsafe.train.domains import known_packs
+
+    shown = flat(runner.invoke(app, ["train", "--help"]).output)
+    assert f"({', '.join(known_packs())})" in shown and "broad" in shown
+
+
+def test_calibrate_and_fit_probe_check_their_folders_first(tmp_path, monkeypatch):
+    from ragsafe.model.checkpoint import save_checkpoint
+    from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+    from ragsafe.testing import tiny_backbone
+    from ragsafe.train.config import TrainConfig
+
+    refuse_models(monkeypatch)
+    gone = runner.invoke(app, ["calibrate", "--run-dir", str(tmp_path / "nowhere")])
+    one_line_error(gone, "nowhere does not exist", code=2)
+    card = {"config": TrainConfig(out=tmp_path / "run").to_dict()}
+    ckpt = str(save_checkpoint(GenEncoder(tiny_backbone(), GenConfig(out_dim=384)), tmp_path / "c", {"card": card}))
+    (tmp_path / "run").mkdir()
+    no_answers = runner.invoke(app, ["calibrate", "--run-dir", str(tmp_path / "run"), "--checkpoint", ckpt])
+    one_line_error(no_answers, "holds no responses.jsonl")
+    for verb in (["fit-probe"], ["calibrate", "--run-dir", str(tmp_path / "run")]):
+        absent = runner.invoke(app, [*verb, "--checkpoint", str(tmp_path / "nope")])
+        one_line_error(absent, "does not exist", code=2)
+    no_pack = runner.invoke(app, ["fit-probe", "--checkpoint", ckpt, "--pack", str(tmp_path / "none.json")])
+    one_line_error(no_pack, "none.json does not exist")
+    (tmp_path / "strings.json").write_text(json.dumps({"queries": ["a.txt"]}))
+    shaped = runner.invoke(app, ["fit-probe", "--checkpoint", ckpt, "--pack", str(tmp_path / "strings.json")])
+    one_line_error(shaped, '"queries" entry 1 must be an object')
+    (tmp_path / "data").mkdir()
+    (tmp_path / "gone.json").write_text(json.dumps({"queries": [{"file": "gone.txt"}]}))
+    args = ["--checkpoint", ckpt, "--pack", str(tmp_path / "gone.json"), "--data-dir", str(tmp_path / "data")]
+    one_line_error(runner.invoke(app, ["fit-probe", *args]), "Missing data file", "gone.txt")

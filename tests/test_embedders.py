@@ -179,6 +179,9 @@ def test_gen_hybrid_is_gated_by_the_checkpoints_harm_probe(qwen_tiny, teacher, t
     np.testing.assert_allclose(got[0], pure[0] / np.linalg.norm(pure[0]), atol=1e-5)  # flagged: the answer alone
     np.testing.assert_allclose(got[1], mixed[1], atol=1e-5)  # not flagged: the fitted mix
     assert not np.allclose(got[0], mixed[0], atol=1e-3)
+    one = gated.encode_queries(QUERIES[1])  # a bare string is one query, not one per character
+    assert one.shape == (1, teacher.dim)
+    np.testing.assert_allclose(one[0], got[1], atol=1e-5)
 
     heavier = GenEmbedder.load(ck, qwen_tiny, teacher=teacher, hybrid=True, query_mix=2.0)  # the user's β
     assert heavier.query_mix == 2.0 and heavier.query_gate is not None
@@ -263,3 +266,11 @@ def test_teacher_says_once_when_passages_outrun_its_window(teacher):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         teacher.encode_documents([long])  # said once per embedder
+
+
+def test_registry_takes_a_comma_string_and_bm25_encodes_nothing_to_nothing(teacher):
+    from ragsafe.embedders.registry import build_embedders
+
+    assert [e.name for e in build_embedders("bm25, teacher", teacher=teacher)] == ["bm25", "teacher"]
+    empty = BM25Embedder().encode_documents([])
+    assert empty.shape[0] == 0 and not BM25Embedder().fitted

@@ -10,7 +10,7 @@ from qdrant_client import models
 from ragsafe.corpus import load_corpus
 from ragsafe.embedders.bm25 import BM25Embedder, bm25_tokenize
 from ragsafe.embedders.gen import GenEmbedder
-from ragsafe.index import Index, IndexStoreError
+from ragsafe.index import Index, IndexStoreError, point_id
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 
 
@@ -221,10 +221,43 @@ def test_prune_drops_only_this_corpus_stale_points_and_legacy_bm25_refits(tmp_pa
         idx.close()
 
 
-def test_index_errors_name_the_cause(tmp_path):
+def test_index_errors_name_the_cause(tmp_path, demo, teacher):
     with pytest.raises(IndexStoreError, match="Cannot reach the Qdrant server"):
         Index("x", url="http://127.0.0.1:1")
-    first = Index("x", path=tmp_path)
-    with pytest.raises(IndexStoreError, match="open in another process"):
-        Index("x", path=tmp_path)
-    first.close()
+    held = Index("x", path=tmp_path)
+    other_process = subprocess.run(
+        [sys.executable, "-c", f"from ragsafe.index import Index; Index('y', path={str(tmp_path)!r})"],
+        capture_output=True,
+        text=True,
+    )
+    assert other_process.returncode != 0 and "open in another process" in other_process.stderr
+    held.add(demo[:3], [teacher], show_progress=False)
+    query = teacher.encode_queries(["burn"])
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        held.search(query[0], "teacher", 0)
+    with pytest.raises(IndexStoreError, match="have 384"):
+        held.search(query[0][:10], "teacher", 2)
+    with pytest.raises(ValueError, match="one query vector at a time"):
+        held.search(np.vstack([query, query]), "teacher", 2)
+    with pytest.raises(TypeError, match="list of Passage"):
+        held.add(None, [teacher])
+    held.close()
+
+
+def test_indexes_of_one_process_share_an_embedded_folder(tmp_path, demo, teacher):
+    a, b = Index("a", path=tmp_path), Index("b", path=tmp_path)
+    a.add(demo[:2], [teacher], show_progress=False)
+    b.add(demo[2:5], [teacher], show_progress=False)
+    a.close()
+    a.close()  # twice: still releases the shared client only once
+    assert b.count() == 3  # b's client outlives a
+    b.close()
+    again = Index("a", path=tmp_path)  # the last close let the folder go
+    assert again.count() == 2
+    again.close()
+
+
+def test_hand_made_passage_ids_map_to_stable_point_ids():
+    assert point_id("doc-1") == point_id("doc-1") != point_id("doc-2")
+    hexed = "0123456789abcdef" * 2
+    assert point_id(hexed) == "01234567-89ab-cdef-0123-456789abcdef"  # ragsafe's own ids keep their mapping

@@ -9,7 +9,7 @@ from llama_index.core.schema import QueryBundle
 from ragsafe.corpus import load_corpus
 from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.embedders.gen import GenEmbedder
-from ragsafe.index import Index
+from ragsafe.index import Index, IndexStoreError
 from ragsafe.llamaindex import RagsafeEmbedding, RagsafeRetriever, lock_for
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 
@@ -95,8 +95,15 @@ def test_retriever_safety_modes_and_bm25_statistics(tmp_path, qwen_tiny, teacher
         assert len(flagged) == 2 and all(n.node.metadata["refusal_score"] > 0.999 for n in flagged)
         with pytest.raises(ValueError, match="calibrated tokens"):
             RagsafeRetriever(idx, teacher, safety="flag")
-        with pytest.raises(ValueError, match="off, flag or suppress"):
+        with pytest.raises(ValueError, match="off, flag, suppress"):
             RagsafeRetriever(idx, gen, safety="block")
+        with pytest.raises(ValueError, match="k must be at least 1"):
+            RagsafeRetriever(idx, gen, k=0)
+    with Index("bm25_only", path=tmp_path / "other") as idx:
+        idx.add(load_corpus("corpora/demo")[0], [BM25Embedder()], show_progress=False)
+        with pytest.raises(IndexStoreError, match=r"not \['teacher'\]"):  # at construction, not the first query
+            RagsafeRetriever(idx, gen)
+    with Index("demo", path=tmp_path) as idx:
         bm25 = RagsafeRetriever(idx, BM25Embedder(), k=1)  # unfitted: the index's statistics are used
         assert bm25.retrieve("capital of France")[0].node.metadata["source"] == "paris.txt"
 

@@ -36,6 +36,10 @@ def test_flag_and_suppress(tmp_path, gen, teacher):
         assert plain.refusal_score is None and len(plain.hits) == 2
     with pytest.raises(ValueError, match="needs a refusal scorer"):
         SafeRetriever(None, gen, None, "suppress")
+    with pytest.raises(ValueError, match="safety mode must be one of"):
+        SafeRetriever(None, gen, None, "bogus")
+    with pytest.raises(TypeError, match="predicted answer"):
+        SafeRetriever(None, teacher, None, "off")
     with pytest.raises(ValueError, match="shape"):
         RefusalScorer(gen, np.ones(3), 0.5)
 

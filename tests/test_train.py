@@ -92,7 +92,7 @@ def test_read_queries_errors(tmp_path):
     with pytest.raises(QueryFileError, match="bad.jsonl:2"):
         read_queries(tmp_path / "bad.jsonl")
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(QueryFileError, match="no column"):
+    with pytest.raises(QueryFileError, match="no query column"):
         read_queries(tmp_path / "x.csv")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(QueryFileError, match="UTF-8"):
@@ -297,3 +297,91 @@ def test_prefix_store_recomputes_when_the_queries_change(qwen_tiny, tmp_path):
     for got, want in zip(reused.entries, fresh.entries, strict=True):
         assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want, strict=True))
     assert len(list(tmp_path.glob("chunk_*.safetensors"))) == 3  # chunk 2 reused, chunk 1 cached twice
+
+
+# ------------------------------------------------------------------ --init-from, checked before the models
+class NoModels(AssertionError):
+    pass
+
+
+def no_backbone(monkeypatch):
+    """Loading a backbone is the mistake these tests catch: the checks must come before it."""
+
+    def refuse(*_, **__):
+        raise NoModels("a backbone loaded before the start checkpoint was checked")
+
+    monkeypatch.setattr("ragsafe.train.trainer.load_backbone", refuse)
+
+
+def four_queries(tmp_path) -> Path:
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("how do tides work\nwhy is the sky blue\nwhat is rust\nhow do bees fly\n")
+    return qfile
+
+
+def saved_start(tmp_path, backbone, **gen) -> Path:
+    from ragsafe.model.checkpoint import save_checkpoint
+
+    return save_checkpoint(GenEncoder(backbone, GenConfig(**{"out_dim": 384, **gen})), tmp_path / "start")
+
+
+def test_init_from_is_checked_before_any_model_loads(tmp_path, monkeypatch, qwen_tiny):
+    from ragsafe.model.checkpoint import CheckpointError
+
+    no_backbone(monkeypatch)
+    cfg = TrainConfig(out=tmp_path / "run", queries_file=four_queries(tmp_path), domain=None)
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+        Trainer(TrainConfig(**{**cfg.__dict__, "init_from": str(tmp_path / "nowhere")}))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="is not a ragsafe checkpoint"):
+        Trainer(TrainConfig(**{**cfg.__dict__, "init_from": str(tmp_path / "empty")}))
+    start = saved_start(tmp_path, qwen_tiny, num_tokens=4, num_compress=4)
+    with pytest.raises(ValueError, match="has 4 gen tokens; this run trains 10"):  # a backbone known by its weights
+        Trainer(TrainConfig(**{**cfg.__dict__, "init_from": str(start), "backbone": "some/model"}))
+    # a checkpoint names its backbone: a run on a backbone known by name is refused before loading it
+    with pytest.raises(CheckpointError, match="trained on backbone 'tiny-qwen2.*this run uses 'default'"):
+        Trainer(TrainConfig(**{**cfg.__dict__, "init_from": str(start)}))
+    with pytest.raises(CheckpointError, match="this run uses 'smollm2'"):
+        Trainer(TrainConfig(**{**cfg.__dict__, "init_from": "default", "backbone": "smollm2"}))
+    monkeypatch.setattr("ragsafe.train.trainer.default_checkpoint_dir", lambda: None)
+    with pytest.raises(ValueError, match="ships no default checkpoint"):
+        Trainer(TrainConfig(**{**cfg.__dict__, "init_from": "default"}))
+    assert not (tmp_path / "run").exists()  # refused before the run folder appears
+
+
+def test_init_from_another_backbone_is_refused_before_generation(tmp_path, monkeypatch, qwen_tiny, llama_tiny):
+    from types import SimpleNamespace
+
+    from ragsafe.model.checkpoint import CheckpointError
+
+    def no_generation(*_, **__):
+        raise AssertionError("answers generated before the start checkpoint was checked")
+
+    monkeypatch.setattr("ragsafe.train.trainer.generate_responses", no_generation)
+    start = saved_start(tmp_path, qwen_tiny)
+    cfg = TrainConfig(out=tmp_path / "run", queries_file=four_queries(tmp_path), domain=None, init_from=str(start))
+    teacher = SimpleNamespace(dim=384)  # only its width is read before `prepare`
+    with pytest.raises(CheckpointError, match="not on the loaded"):
+        Trainer(cfg, llama_tiny, teacher)
+    with pytest.raises(ValueError, match="output width 384; this run's teacher has 8"):
+        Trainer(cfg, qwen_tiny, SimpleNamespace(dim=8))
+    assert Trainer(cfg, qwen_tiny, teacher).cfg.init_from == str(start)  # the matching start passes
+
+
+def test_max_queries_zero_is_not_no_limit(tmp_path):
+    from ragsafe.train.trainer import collect_queries
+
+    cfg = TrainConfig(out=tmp_path / "run", queries_file=four_queries(tmp_path), domain=None, max_queries=0)
+    with pytest.raises(ValueError, match="Only 0 usable"):
+        collect_queries(cfg)
+
+
+def test_resume_needs_something_to_resume(tmp_path):
+    from ragsafe.train.config import check_something_to_resume, write_run_config
+
+    with pytest.raises(ValueError, match=f"nothing to resume in {tmp_path / 'run'}"):
+        check_something_to_resume(tmp_path / "run")
+    (tmp_path / "old" / "trainer_state").mkdir(parents=True)  # a run older than run_config.json
+    check_something_to_resume(tmp_path / "old")
+    write_run_config(TrainConfig(out=tmp_path / "new"))  # killed while generating: its caches go on
+    check_something_to_resume(tmp_path / "new")

@@ -109,6 +109,8 @@ class BM25Embedder:
 
     def encode_documents(self, texts: Sequence[str]) -> sp.csr_matrix:
         texts = check_texts(texts)
+        if not texts:
+            return sp.csr_matrix((0, self.dim), dtype=np.float32)
         if not self.fitted:
             self.fit(texts)
         idf, k1, b, avgdl = self.idf, self.k1, self.b, self.avgdl

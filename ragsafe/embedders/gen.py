@@ -27,6 +27,7 @@ from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.model.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
 from ragsafe.model.checkpoint import default_checkpoint_dir, load_checkpoint, read_config
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+from ragsafe.texts import check_texts
 
 QUERY_INSTRUCTION = "Write a passage that answers this request:"
 DOCUMENT_INSTRUCTION = "Summarize the following passage:"
@@ -203,8 +204,9 @@ class GenEmbedder:
         if not self.query_mix:
             return gen_vectors
         assert self.teacher is not None
+        texts = check_texts(texts)
         if teacher_vectors is None:
-            teacher_vectors = self.teacher.embed(list(texts))
+            teacher_vectors = self.teacher.embed(texts)
         beta = np.full(len(gen_vectors), self.query_mix, dtype=np.float32)
         if self.query_gate is not None:
             if probe_vectors is None:
@@ -213,6 +215,7 @@ class GenEmbedder:
         return mix_vectors(gen_vectors, teacher_vectors, beta)
 
     def encode_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
+        texts = check_texts(texts)  # one string is one query, not a sequence of characters
         gen_vectors = self.encode_gen_queries(texts, instruction)
         gated = self.query_gate is not None and bool(self.query_mix)
         probe_vectors = self.probe_view(texts, gen_vectors, instruction) if gated else None

@@ -15,7 +15,7 @@ from ragsafe.train.generate import DEFAULT_POLICY
 
 
 def build_embedders(
-    names: list[str],
+    names: list[str] | str,
     checkpoint: str | None = None,
     backbone: str | Backbone = "default",
     teacher: TeacherEmbedder | None = None,
@@ -25,6 +25,8 @@ def build_embedders(
 ) -> list[Embedder]:
     """query_mix: β for the gen_hybrid entries instead of the checkpoint's fitted one; harm_threshold:
     the harm probe's threshold for the trained gen entries instead of the checkpoint's."""
+    if isinstance(names, str):  # "gen_asym" or "teacher,bm25", not a list of letters
+        names = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in names if n not in NAMES]
     if unknown:
         raise ValueError(f"unknown embedder(s) {unknown}; known: {', '.join(NAMES)}")

@@ -107,6 +107,12 @@ def write_run_config(cfg: TrainConfig) -> None:
     tmp.replace(cfg.out / RUN_CONFIG)
 
 
+def check_something_to_resume(out: Path) -> None:
+    """--resume on a folder no run ever started in would quietly start a fresh full run instead."""
+    if not (Path(out) / RUN_CONFIG).is_file() and not (Path(out) / "trainer_state").is_dir():
+        raise ValueError(f"nothing to resume in {out}: no {RUN_CONFIG} or trainer_state there (drop --resume to start)")
+
+
 def check_resume(cfg: TrainConfig) -> None:
     """Refuse to resume a run with settings it was not started with (it would quietly train something else)."""
     saved = read_run_config(cfg.out)

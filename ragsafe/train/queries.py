@@ -4,6 +4,7 @@ queries out of them.
 Formats: .jsonl / .jsonl.gz (a field among query/question/instruction/prompt/goal/Behavior/text, the
 first string of `turns`, or the first human turn of a `chosen` Human/Assistant transcript), .json (a
 list of such objects or of strings), .csv (a column with one of those names), .txt (one query per line).
+A record with no usable query is read past and counted, never silently (`QueryFile.describe`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import random
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,52 @@ class QueryFileError(ValueError):
     pass
 
 
+class SkippedQueriesWarning(UserWarning):
+    """Records of a query file that held no usable query (the CLI shows it as one line)."""
+
+
 @dataclass(frozen=True)
 class Query:
     text: str
     source: str
 
 
-def pick_query(record: dict, field: str | None) -> str | None:
+SHOWN_SKIPS = 3  # records named in a skip summary; the rest are only counted
+
+
+@dataclass
+class QueryFile:
+    """The queries of one file, and the records read past because they held none."""
+
+    path: Path
+    texts: list[str] = field(default_factory=list)
+    skipped: int = 0
+    examples: list[str] = field(default_factory=list)  # the first few, as "file:line reason"
+
+    def skip(self, where: str, reason: str) -> None:
+        self.skipped += 1
+        if len(self.examples) < SHOWN_SKIPS:
+            self.examples.append(f"{where} {reason}")
+
+    def add(self, where: str, record: object, field: str | None) -> None:
+        text = record if isinstance(record, str) else pick_query(record, field)
+        if text and text.strip():
+            self.texts.append(text.strip())
+        else:
+            self.skip(where, "has an empty query" if isinstance(text, str) else why_no_query(record, field))
+
+    def describe(self) -> str:
+        """One line naming the first skipped records and why, or "" when none was skipped."""
+        if not self.skipped:
+            return ""
+        more = f"; and {self.skipped - len(self.examples)} more" if self.skipped > len(self.examples) else ""
+        return f"skipped {self.skipped} record(s) of {self.path} with no usable query: {'; '.join(self.examples)}{more}"
+
+
+def pick_query(record: object, field: str | None) -> str | None:
+    """The query of one parsed record, or None; a record that is no JSON object holds none."""
+    if not isinstance(record, dict):
+        return None
     if field:
         value = record.get(field)
         return value if isinstance(value, str) else None
@@ -63,6 +103,30 @@ def pick_query(record: dict, field: str | None) -> str | None:
     if isinstance(transcript, str) and "Human:" in transcript:
         return first_human_turn(transcript)
     return None
+
+
+def json_kind(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages about a file the user wrote."""
+    kinds = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object", str: "a string"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def why_no_query(record: object, field: str | None) -> str:
+    """Why `pick_query` found no query in a record (it returned None)."""
+    if not isinstance(record, dict):
+        return f"is {json_kind(record)}, not an object or a string"
+    names = [field] if field else [*FIELDS, "turns", "chosen"]
+    present = [name for name in names if name in record]
+    if not present:
+        wanted = f"'{field}'" if field else f"one of {', '.join(FIELDS)}"
+        keys = [str(k) for k in list(record)[:8]] + (["..."] if len(record) > 8 else [])
+        return f"has no field named {wanted} (its fields: {', '.join(keys) or 'none'})"
+    name = present[0]
+    if name == "turns":
+        return "has 'turns' that does not start with a string"
+    if name == "chosen":
+        return "has a 'chosen' transcript whose Human: turn is missing or empty"
+    return f"has '{name}' that is {json_kind(record[name])}, not a string"
 
 
 def first_human_turn(transcript: str) -> str | None:
@@ -83,41 +147,60 @@ def jsonl_records(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Any]]
 
 
 def read_queries(path: str | Path, field: str | None = None) -> list[str]:
-    """All non-empty queries of one file, in file order."""
+    """All non-empty queries of one file, in file order (records without one are read past)."""
+    return load_queries(path, field).texts
+
+
+def load_queries(path: str | Path, field: str | None = None) -> QueryFile:
+    """The queries of one file, and a count of the records that held none (see `QueryFile.describe`).
+
+    Tolerant on purpose: the public pools the domain packs read have the odd row without text, and one
+    such row should not end a run; the caller reports the skips."""
     path = Path(path)
     if not path.is_file():
         raise QueryFileError(f"Query file {path} does not exist.")
     name = path.name.lower()
+    if not name.endswith(tuple(f"{ext}{gz}" for ext in (".jsonl", ".json", ".csv", ".txt") for gz in ("", ".gz"))):
+        raise QueryFileError(f"{path}: unsupported format (use .jsonl, .json, .csv or .txt).")
     opener = gzip.open if name.endswith(".gz") else open
-    out: list[str] = []
+    read = QueryFile(path)
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
+        # utf-8-sig: Excel and some Windows editors start the file with a byte-order mark
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
             if name.endswith((".jsonl", ".jsonl.gz")):
-                for _, record in jsonl_records(path, f):
-                    text = record if isinstance(record, str) else pick_query(record, field)
-                    if text:
-                        out.append(text)
+                for n, record in jsonl_records(path, f):
+                    read.add(f"{path}:{n}", record, field)
             elif name.endswith((".json", ".json.gz")):
-                try:
-                    records = json.load(f)
-                except json.JSONDecodeError as err:
-                    raise QueryFileError(f"{path} is not valid JSON: {err}") from err
-                if not isinstance(records, list):
-                    raise QueryFileError(f"{path} must hold a JSON list of queries.")
-                out = [r if isinstance(r, str) else pick_query(r, field) or "" for r in records]
+                for n, record in enumerate(json_list(path, f), 1):
+                    read.add(f"{path}: entry {n}", record, field)
             elif name.endswith((".csv", ".csv.gz")):
-                reader = csv.DictReader(f)
-                column = field or next((c for c in FIELDS if c in (reader.fieldnames or [])), None)
-                if column is None:
-                    raise QueryFileError(f"{path} has no column named one of {FIELDS}; pass the field name.")
-                out = [row.get(column) or "" for row in reader]
-            elif name.endswith((".txt", ".txt.gz")):
-                out = f.read().splitlines()
-            else:
-                raise QueryFileError(f"{path}: unsupported format (use .jsonl, .json, .csv or .txt).")
+                read_csv(path, f, field, read)
+            else:  # a blank line of a .txt file is a separator, not a record
+                read.texts = [line.strip() for line in f.read().splitlines() if line.strip()]
     except UnicodeDecodeError as err:
         raise QueryFileError(f"{path} is not UTF-8 text: {err}") from err
-    return [q.strip() for q in out if q and q.strip()]
+    return read
+
+
+def json_list(path: Path, f) -> list:
+    try:
+        records = json.load(f)
+    except json.JSONDecodeError as err:
+        raise QueryFileError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(records, list):
+        raise QueryFileError(f"{path} must hold a JSON list of queries (strings, or objects with a query field).")
+    return records
+
+
+def read_csv(path: Path, f, field: str | None, read: QueryFile) -> None:
+    reader = csv.DictReader(f)
+    columns = reader.fieldnames or []
+    column = field if field in columns else None if field else next((c for c in FIELDS if c in columns), None)
+    if column is None:
+        wanted = f"column named '{field}'" if field else f"query column (one named {', '.join(FIELDS)})"
+        raise QueryFileError(f"{path} has no {wanted}; its columns: {', '.join(columns) or 'none'}.")
+    for row in reader:
+        read.add(f"{path}:{reader.line_num}", row.get(column) or "", None)
 
 
 def normalise(text: str) -> str:

@@ -34,12 +34,10 @@ from ragsafe.evaluation.tasks import STS_TASKS, sts
 from ragsafe.model.backbone import Backbone
 from ragsafe.retrieval import probe_features
 from ragsafe.train.calibrate import fit_harm_probe
-from ragsafe.train.domains import DomainPack
+from ragsafe.train.domains import PROBE_PACK, DomainPack
 from ragsafe.train.labels import label_of
 from ragsafe.train.queries import normalise
 from ragsafe.train.restyle import as_question
-
-PROBE_PACK = Path(__file__).resolve().parents[2] / "corpora" / "probes" / "harm_probe_pack.json"
 
 
 @dataclass
@@ -174,6 +172,8 @@ def refit_probe(
     from ragsafe.model.checkpoint import read_config
 
     read_config(checkpoint)  # first: a folder that is no checkpoint is the error to report
+    cfg = cfg or SourceProbeConfig()
+    DomainPack.load(cfg.pack).check_files(data_dir)  # a wrong pack or data dir, before the models load
     gen = GenEmbedder.load(checkpoint, backbone, documents="teacher", teacher=teacher)
     fitted = fit_source_probe(gen, data_dir, cfg)
     write_probe(checkpoint, fitted)

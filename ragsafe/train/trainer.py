@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,15 @@ from safetensors.torch import load_file, save_file
 
 from ragsafe.embedders.gen import QUERY_INSTRUCTION
 from ragsafe.embedders.teacher import TeacherEmbedder
-from ragsafe.model.backbone import Backbone, load_backbone
-from ragsafe.model.checkpoint import default_checkpoint_dir, load_checkpoint, read_config, save_checkpoint, write_config
+from ragsafe.model.backbone import DEFAULT_BACKBONE, DEFAULT_NAME, SMOLLM2_NAME, Backbone, load_backbone
+from ragsafe.model.checkpoint import (
+    CheckpointError,
+    default_checkpoint_dir,
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+    write_config,
+)
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.model.tokens import token_vectors_from_text
 from ragsafe.progress import make_progress
@@ -45,7 +53,7 @@ from ragsafe.train.generate import generate_responses, read_cache, response_key
 from ragsafe.train.labels import follow_labels
 from ragsafe.train.losses import alignment_loss, contrastive_loss, reconstruction_loss
 from ragsafe.train.prefix_store import PrefixStore
-from ragsafe.train.queries import Query, deduplicate, exclude_held_out, read_queries, sample
+from ragsafe.train.queries import Query, SkippedQueriesWarning, deduplicate, exclude_held_out, load_queries, sample
 from ragsafe.train.teacher import TargetCache
 
 DEFAULT_INSTRUCTIONS = {
@@ -69,23 +77,38 @@ class Examples:
     left_out: list[Query] = field(default_factory=list)
 
 
+def file_queries(path: Path, data_dir: Path | None) -> tuple[list[Query], dict[str, int], str]:
+    """A user's query file: its queries, their counts, and what was skipped reading it ("" if nothing)."""
+    read = load_queries(path)
+    queries, dropped = exclude_held_out(deduplicate([Query(t, str(path)) for t in read.texts]), data_dir)
+    counts = {str(path): len(read.texts), "dropped: benchmark queries": dropped}
+    if read.skipped:
+        counts[f"skipped records: {path}"] = read.skipped
+    counts["total"] = len(queries)
+    return queries, counts, read.describe()
+
+
 def collect_queries(cfg: TrainConfig) -> tuple[list[Query], dict[str, int], dict[str, str]]:
-    """The training queries, their counts per source, and the instructions the domain asks for."""
+    """The training queries, their counts per source, and the instructions the domain asks for.
+
+    Records of the user's file that hold no query are skipped with a SkippedQueriesWarning naming them."""
     if cfg.queries_file:
-        texts = read_queries(cfg.queries_file)
-        queries, dropped = exclude_held_out(deduplicate([Query(t, str(cfg.queries_file)) for t in texts]), cfg.data_dir)
-        counts = {str(cfg.queries_file): len(texts), "dropped: benchmark queries": dropped, "total": len(queries)}
+        queries, counts, skipped = file_queries(cfg.queries_file, cfg.data_dir)
         instructions = dict(DEFAULT_INSTRUCTIONS)
     else:
         pack = DomainPack.load(cfg.domain or "default")
         queries, counts = pack.collect(cfg.data_dir, cfg.seed)
         instructions = {**DEFAULT_INSTRUCTIONS, **pack.instructions}
+        skipped = ", ".join(f"{n} {k}" for k, n in counts.items() if k.startswith("skipped records: "))
     instructions.update(cfg.instructions)
-    if cfg.max_queries:
+    if cfg.max_queries is not None:  # 0 keeps none, not all: the CLI refuses it, the API ends in the error below
         queries = sample(queries, cfg.max_queries, cfg.seed)
         counts["total"] = len(queries)
     if len(queries) < 4:
-        raise ValueError(f"Only {len(queries)} usable training queries; at least 4 are needed.")
+        why = f" ({skipped})" if skipped else ""
+        raise ValueError(f"Only {len(queries)} usable training queries; at least 4 are needed{why}.")
+    if skipped and cfg.queries_file:  # the user's own file: they can fix it (a pack's counts go on its card)
+        warnings.warn(skipped, SkippedQueriesWarning, stacklevel=2)
     return queries, counts, instructions
 
 
@@ -176,14 +199,61 @@ def init_distributed():
     return dist
 
 
+def init_from_path(spec: str) -> Path:
+    """The checkpoint folder --init-from names ('default': the shipped one)."""
+    path = default_checkpoint_dir() if spec == "default" else Path(spec).expanduser()
+    if path is None:
+        raise ValueError("init_from='default' but this build ships no default checkpoint")
+    return path
+
+
+# backbone specs whose weights have a fixed name, so a checkpoint of another backbone is caught before loading
+KNOWN_BACKBONE_NAMES = {DEFAULT_BACKBONE: DEFAULT_NAME, "smollm2": SMOLLM2_NAME}
+
+
+def check_init_from(cfg: TrainConfig, backbone_spec: str | None) -> dict:
+    """The --init-from checkpoint's config, checked before any model loads: generating the answers takes
+    up to an hour on a CPU, and a wrong start should not wait for it.
+
+    backbone_spec: the spec the run is about to load (None when the caller passes a loaded backbone)."""
+    path = init_from_path(cfg.init_from or "")
+    if not path.exists():
+        raise FileNotFoundError(f"The checkpoint to start from (init_from) {path} does not exist.")
+    config = read_config(path)  # CheckpointError: not a ragsafe checkpoint
+    trained_on, expected = config["backbone"]["name"], KNOWN_BACKBONE_NAMES.get(backbone_spec or "")
+    if expected is not None and trained_on != expected:
+        raise CheckpointError(
+            f"{path} was trained on backbone '{trained_on}', but this run uses '{backbone_spec}' ({expected}); "
+            "start from a checkpoint of this backbone, or pass --backbone to match it."
+        )
+    if config["gen"].get("num_tokens") != cfg.num_tokens:
+        raise ValueError(f"{path} has {config['gen'].get('num_tokens')} gen tokens; this run trains {cfg.num_tokens}")
+    return config
+
+
+def check_init_models(path: Path, config: dict, backbone: Backbone, out_dim: int) -> None:
+    """What only the loaded models tell: the exact backbone weights and the teacher's width."""
+    if config["backbone"]["fingerprint"] != backbone.fingerprint:
+        raise CheckpointError(
+            f"{path} was trained on backbone '{config['backbone']['name']}', not on the loaded '{backbone.name}' "
+            f"(fingerprints {config['backbone']['fingerprint'][:12]} / {backbone.fingerprint[:12]})."
+        )
+    if config["gen"].get("out_dim") != out_dim:
+        raise ValueError(f"{path} has output width {config['gen'].get('out_dim')}; this run's teacher has {out_dim}")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, backbone: Backbone | None = None, teacher: TeacherEmbedder | None = None):
         self.cfg = cfg
-        # first: a bad query file, pack or data dir fails here, before the backbone loads or a folder appears
+        # first: a bad query file, pack, data dir or start checkpoint fails here, before the backbone loads
+        # or a folder appears
         self.collected = collect_queries(cfg)
+        start = check_init_from(cfg, None if backbone else cfg.backbone) if cfg.init_from else None
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.backbone = backbone or load_backbone(cfg.backbone)
         self.teacher = teacher or TeacherEmbedder(cfg.teacher)
+        if start is not None:  # before `prepare` generates the answers
+            check_init_models(init_from_path(cfg.init_from), start, self.backbone, self.teacher.dim)
         self.history: list[dict] = []
         self.dist = init_distributed()
         self.rank = self.dist.get_rank() if self.dist else 0
@@ -242,9 +312,7 @@ class Trainer:
         )  # how well the teacher's own query embedding predicts the response: the bar to beat
 
     def _init_from(self, spec: str) -> None:
-        path = default_checkpoint_dir() if spec == "default" else Path(spec)
-        if path is None:
-            raise ValueError("init_from='default' but this build ships no default checkpoint")
+        path = init_from_path(spec)
         start = load_checkpoint(path, self.backbone)  # refuses a checkpoint of another backbone
         if start.config.out_dim != self.encoder.config.out_dim or start.config.num_tokens != self.cfg.num_tokens:
             raise ValueError(f"{path}: its token count / output width do not match this run's teacher and config")
@@ -520,6 +588,16 @@ def left_out_vectors(
     return encoder.encode(texts, instruction, batch_size=32), teacher.embed(texts)
 
 
+def check_run_dir(run_dir: Path) -> None:
+    """Before the models load: recalibrating reads the run's cached answers and generates none."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"Run folder {run_dir} does not exist.")
+    if not (run_dir / "responses.jsonl").is_file():
+        raise FileNotFoundError(
+            f"{run_dir} holds no responses.jsonl: point --run-dir at the run that trained this checkpoint"
+        )
+
+
 def recalibrate(
     checkpoint: str | Path,
     run_dir: str | Path,
@@ -541,6 +619,7 @@ def recalibrate(
         raise ValueError(f"{checkpoint} has no training card: cannot tell which queries it was trained on")
     cfg = TrainConfig.from_dict(card["config"])
     cfg.out, cfg.data_dir = run_dir, Path(data_dir) if data_dir else cfg.data_dir
+    check_run_dir(run_dir)
     backbone = backbone or load_backbone(cfg.backbone)
     encoder = load_checkpoint(checkpoint, backbone)  # first: a backbone mismatch is the error to report
     teacher = teacher or TeacherEmbedder(cfg.teacher)
