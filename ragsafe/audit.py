@@ -29,7 +29,7 @@ from ragsafe.judge import HarmJudge, Judge, RefusalJudge
 from ragsafe.model.chat import GenerationSettings
 from ragsafe.model.checkpoint import CheckpointError
 from ragsafe.retrieval import RefusalScorer, shared_teacher_vectors
-from ragsafe.train.queries import FIELDS, jsonl_records, pick_query, read_queries
+from ragsafe.train.queries import FIELDS, QueryFileError, json_list, jsonl_records, pick_query, read_queries
 
 JudgeKind = Literal["probe", "prompt", "off"]
 PROBES = Path(__file__).resolve().parents[1] / "corpora" / "probes" / "harmful_probes.jsonl"
@@ -116,19 +116,16 @@ def _probe(row: object, where: str, number: int) -> dict:
 
 def _probe_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark is no part of the text
     except UnicodeDecodeError as err:
         raise AuditError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}).") from err
 
 
 def _json_list(path: Path) -> list:
     try:
-        rows = json.loads(_probe_text(path))
-    except json.JSONDecodeError as err:
-        raise AuditError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(rows, list):
-        raise AuditError(f"{path} must hold a JSON list of probes (objects with a query, or strings).")
-    return rows
+        return json_list(path, io.StringIO(_probe_text(path)))
+    except QueryFileError as err:
+        raise AuditError(str(err)) from err
 
 
 def _csv_probes(path: Path) -> list[dict]:
