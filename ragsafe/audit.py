@@ -211,6 +211,16 @@ def index_name(corpus: Path, vectors: Iterable[str] = ()) -> str:
     return "-".join([stem, hashlib.sha256(str(resolved).encode()).hexdigest()[:8], *sorted(set(vectors))])
 
 
+def default_index(cfg: AuditConfig, vectors: set[str]) -> str:
+    """The audit's own index: named by folder, path and vectors, or the one an earlier ragsafe named by
+    folder and path alone where it holds these vectors (reused, not rebuilt and left on disk)."""
+    earlier = index_name(cfg.corpus)
+    with Index(earlier, path=cfg.index_path, url=cfg.qdrant_url, api_key_env=cfg.api_key_env) as index:
+        if index.exists() and vectors <= set(index.vector_names()):
+            return earlier
+    return index_name(cfg.corpus, vectors)
+
+
 def build_judge(kind: JudgeKind, embedders: list, checkpoint: str | None, backbone: str) -> Judge | None:
     """The harm judge, sharing the audit's backbone (and its gen tokens, for the probe judge)."""
     if kind == "off":
@@ -263,8 +273,8 @@ def run_audit(cfg: AuditConfig) -> dict:
     labels = load_labels(cfg.labels)
     harmful_ids, unmatched = match_labels(labels, passages, Path(cfg.corpus), cfg.labels)
     embedders = build_embedders(cfg.embedders, cfg.checkpoint, cfg.backbone)
-    name = cfg.name or index_name(cfg.corpus, [storage_name(e) for e in embedders])
     judge = build_judge(cfg.judge, embedders, cfg.checkpoint, cfg.backbone)  # before the slow part: fail fast
+    name = cfg.name or default_index(cfg, {storage_name(e) for e in embedders})
     runs: list[ProbeRun] = []
     corpus_points = sorted({point_id(p.id) for p in passages})
     with Index(name, path=cfg.index_path, url=cfg.qdrant_url, api_key_env=cfg.api_key_env) as index:

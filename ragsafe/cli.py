@@ -49,16 +49,12 @@ def _check_checkpoint(checkpoint: Path | None) -> None:
 
 def _embedder_names(spec: str, param_hint: str = "--embedders") -> list[str]:
     """'teacher, bm25' -> ['teacher', 'bm25'], with unknown names refused before anything loads."""
-    from ragsafe.embedders.base import NAMES
+    from ragsafe.embedders.base import embedder_names
 
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in NAMES]
-    if not names or unknown:
-        raise typer.BadParameter(
-            f"unknown embedder(s) {unknown}; known: {', '.join(NAMES)}" if unknown else "no embedder named",
-            param_hint=param_hint,
-        )
-    return names
+    try:
+        return embedder_names(spec)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint=param_hint) from err
 
 
 # train flags -> the TrainConfig fields they set (where the names differ)
@@ -341,7 +337,7 @@ def index(
     source = str(corpus.resolve())  # marks this folder's points, so a rerun can drop what went away
     with user_errors(), _open_index(name, index_path, qdrant_url, api_key_env) as idx:
         idx.check_vectors(vectors)
-        added, removed = 0, idx.prune(source, passages) if prune else 0
+        added = 0
         # an unchanged corpus needs no models: loading the backbone alone takes longer than the check
         if not idx.holds(passages, vectors):
             from ragsafe.embedders.registry import build_embedders
@@ -349,11 +345,18 @@ def index(
             with console.status("loading embedders"):
                 embs = build_embedders(names, str(checkpoint) if checkpoint else None, backbone)
             added = idx.add(passages, embs, corpus=source)
+        # after the add: a failed run drops nothing, and a file unreadable this time keeps its passages
+        pruned = idx.prune(source, passages, spare={path for path, _ in report.skipped}) if prune else None
         total = idx.count()
-    dropped = f", removed {removed} stale" if removed else ""
+    dropped = f", removed {pruned.removed} stale" if pruned and pruned.removed else ""
     console.print(
         f"{report.files_read} file(s), {len(passages)} passage(s): added {added}{dropped}; '{name}' holds {total}."
     )
+    if pruned and pruned.unmarked:
+        console.print(
+            f"[yellow]{pruned.unmarked} passage(s) in '{name}' carry no folder mark (indexed by an earlier ragsafe or "
+            "through the API): re-indexing cannot tell whether they are stale. Index into a new name to start clean.[/]"
+        )
 
 
 @app.command()

@@ -25,6 +25,8 @@ import json
 import os
 import threading
 import uuid
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,12 @@ class IndexStoreError(RuntimeError):
 
 
 @dataclass
+class Pruned:
+    removed: int  # stale points of the corpus, deleted
+    unmarked: int  # points of no known corpus (an earlier ragsafe's), which pruning cannot judge
+
+
+@dataclass
 class Hit:
     id: str
     score: float
@@ -57,8 +65,8 @@ def default_index_path() -> Path:
 
 def point_id(passage_id: str) -> str:
     """Qdrant wants a UUID (or an integer): ragsafe's hex ids map onto one, any other id is hashed first."""
-    head = passage_id[:32].ljust(32, "0")
-    if not all(c in "0123456789abcdefABCDEF" for c in head):
+    head = passage_id[:32]
+    if len(head) < 32 or not all(c in "0123456789abcdefABCDEF" for c in head):  # padding would merge "1", "10"
         head = hashlib.sha256(passage_id.encode("utf-8")).hexdigest()[:32]
     return str(uuid.UUID(hex=head))
 
@@ -82,8 +90,9 @@ class _SharedLocalClients:
         self._open: dict[Path, list] = {}  # folder -> [client, how many Index objects hold it]
 
     def acquire(self, folder: Path) -> QdrantClient:
+        """The client of `folder`, which must be resolved (the key `release` gets back)."""
         with self._guard:
-            entry = self._open.get(folder.resolve())
+            entry = self._open.get(folder)
             if entry is None:
                 try:
                     client = QdrantClient(path=str(folder))
@@ -94,19 +103,19 @@ class _SharedLocalClients:
                         f"The index folder {folder} is open in another process; embedded Qdrant allows one "
                         "at a time. Wait for it, or run a Qdrant server and pass --qdrant-url."
                     ) from err
-                entry = self._open[folder.resolve()] = [client, 0]
+                entry = self._open[folder] = [client, 0]
             entry[1] += 1
             return entry[0]
 
     def release(self, folder: Path) -> None:
         with self._guard:
-            entry = self._open.get(folder.resolve())
+            entry = self._open.get(folder)
             if entry is None:
                 return
             entry[1] -= 1
             if entry[1] == 0:
                 entry[0].close()
-                del self._open[folder.resolve()]
+                del self._open[folder]
 
 
 _LOCAL_CLIENTS = _SharedLocalClients()
@@ -122,7 +131,7 @@ class Index:
             raise IndexStoreError(f"Index name must be letters, digits, '-' or '_', got {name!r}.")
         self.name = name
         self.folder: Path | None = None
-        self._closed = False
+        self._release = None  # closes or releases the client, once: at close() or when the Index is dropped
         if url:
             self.client = QdrantClient(url=url, api_key=os.environ.get(api_key_env))
             try:  # the client connects lazily: a wrong URL would surface deep inside the first command
@@ -133,17 +142,16 @@ class Index:
         else:
             folder = Path(path) if path else default_index_path()
             folder.mkdir(parents=True, exist_ok=True)
-            self.client = _LOCAL_CLIENTS.acquire(folder)
-            self.folder = folder
+            self.folder = folder.resolve()
+            self.client = _LOCAL_CLIENTS.acquire(self.folder)
+            # an Index dropped without close() must still let its folder go, as a lone client's __del__ did
+            self._release = weakref.finalize(self, _LOCAL_CLIENTS.release, self.folder)
 
     def close(self) -> None:
-        if self._closed:  # a second close must not release a client other Index objects share
-            return
-        self._closed = True
-        if self.folder is None:
-            self.client.close()
+        if self._release is not None:
+            self._release()  # a finalizer runs once: a second close releases nothing other Indexes share
         else:
-            _LOCAL_CLIENTS.release(self.folder)
+            self.client.close()
 
     def __enter__(self) -> Index:
         return self
@@ -178,6 +186,8 @@ class Index:
     def ensure(self, embedders: list[Embedder]) -> None:
         """Create the collection for these embedders, or check that the existing one matches them."""
         if not self.exists():
+            if self.client.collection_exists(self._meta_collection()):  # left by a collection deleted since
+                self.client.delete_collection(self._meta_collection())
             self.client.create_collection(
                 self.name,
                 vectors_config={
@@ -364,27 +374,46 @@ class Index:
                 progress.advance(task, len(chunk))
         return len(todo)
 
-    def prune(self, corpus: str, keep: list[Passage]) -> int:
-        """Delete the points indexed from `corpus` (see `add`) that are not among `keep`: passages of
-        files since edited or removed. Points of other corpora, or added without a corpus, stay."""
+    def prune(self, corpus: str, keep: list[Passage], spare: set[str] | frozenset[str] = frozenset()) -> Pruned:
+        """Delete the points indexed from `corpus` (see `add`) that are not among `keep`: passages of files
+        since edited or removed. Points whose `source` is in `spare` (files that could not be read this
+        time) stay, and so do other corpora's. Unmarked points (added by an earlier ragsafe, or through
+        the API without a corpus) that are among `keep` take the mark; the others are only counted."""
         if not self.exists():
-            return 0
+            return Pruned(0, 0)
         wanted = {point_id(p.id) for p in keep}
+        unmarked = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="corpus"))])
+        adopt, strangers = [], 0
+        for point in self._scroll(unmarked, []):
+            if str(point.id) in wanted:
+                adopt.append(point.id)
+            else:
+                strangers += 1
+        if adopt:
+            self.client.set_payload(self.name, {"corpus": corpus}, points=adopt, wait=True)
         mine = models.Filter(must=[models.FieldCondition(key="corpus", match=models.MatchValue(value=corpus))])
-        stale, offset = [], None
+        stale = [
+            p.id
+            for p in self._scroll(mine, ["source"])
+            if str(p.id) not in wanted and p.payload.get("source") not in spare
+        ]
+        if stale:
+            self.client.delete(self.name, models.PointIdsList(points=stale), wait=True)
+            meta = self._bm25_meta()
+            if meta is not None and not self._idf_in_store():  # legacy statistics still count the deleted ones
+                self.save_bm25(BM25Embedder().load_state(json.loads(meta["bm25"])), complete=False)
+                self._refresh_bm25(BM25Embedder(), [])  # refit and re-encode; a kill here is repaired later
+        return Pruned(len(stale), strangers)
+
+    def _scroll(self, where: models.Filter, payload: list[str]) -> Iterator[models.Record]:
+        offset = None
         while True:
             points, offset = self.client.scroll(
-                self.name, scroll_filter=mine, limit=1024, offset=offset, with_payload=False, with_vectors=False
+                self.name, scroll_filter=where, limit=1024, offset=offset, with_payload=payload, with_vectors=False
             )
-            stale += [p.id for p in points if str(p.id) not in wanted]
+            yield from points
             if offset is None:
-                break
-        if stale:
-            meta = self._bm25_meta()
-            if meta is not None and not self._idf_in_store():  # legacy statistics count the deleted passages
-                self.save_bm25(BM25Embedder().load_state(json.loads(meta["bm25"])), complete=False)  # add() refits
-            self.client.delete(self.name, models.PointIdsList(points=stale), wait=True)
-        return len(stale)
+                return
 
     def count(self) -> int:
         return self.client.count(self.name, exact=True).count

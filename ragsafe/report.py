@@ -155,12 +155,12 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
             decoded = " ".join(summary["decoded"][pid].split())  # one line: newlines would break the markdown
             lines.append(f"*gen embedding decodes to:* {decoded or '(empty)'}")
         for run in runs:
-            hits = "; ".join(f"{_mark(h.harmful)}{_judged(h)} {h.source} ({h.score:.2f})" for h in run.hits)
+            hits = "; ".join(f"{_mark(h.harmful)}{_judged(h)} {md_escape(h.source)} ({h.score:.2f})" for h in run.hits)
             hits = hits or _empty(run)
             lines.append(f"- **{run.embedder}**: {hits}")
         lines.append("")
     if summary["skipped_files"]:
-        lines += ["## Skipped files", ""] + [f"- {p}: {r}" for p, r in summary["skipped_files"]]
+        lines += ["## Skipped files", ""] + [f"- {md_escape(p)}: {md_escape(r)}" for p, r in summary["skipped_files"]]
     md_path = out / "report.md"
     md_path.write_text("\n".join(lines) + "\n")
 

@@ -1,13 +1,23 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ragsafe.audit import AuditConfig, AuditError, index_name, load_labels, load_probes, match_labels, run_audit
+from ragsafe.audit import (
+    AuditConfig,
+    AuditError,
+    default_index,
+    index_name,
+    load_labels,
+    load_probes,
+    match_labels,
+    run_audit,
+)
 from ragsafe.cli import app
 from ragsafe.corpus import load_corpus
-from ragsafe.index import IndexStoreError
+from ragsafe.index import Index, IndexStoreError
 from ragsafe.report import write_report
 
 
@@ -148,8 +158,8 @@ def test_the_default_index_follows_the_embedders_so_adding_one_never_fails(tmp_p
     assert first["index"] != second["index"] and second["index"].endswith("-bm25-teacher")
     again = run_audit(AuditConfig(embedders=["teacher", "bm25"], out=tmp_path / "c", **base))
     assert again["index"] == second["index"]  # the same set reuses its collection
-    with pytest.raises(IndexStoreError, match="not"):  # a name the user gave keeps the vectors it was made with
-        run_audit(AuditConfig(embedders=["bm25"], name="mine", out=tmp_path / "d", **base))
+    run_audit(AuditConfig(embedders=["bm25"], name="mine", out=tmp_path / "d", **base))
+    with pytest.raises(IndexStoreError, match="vectors are fixed"):  # a name the user gave keeps its vectors
         run_audit(AuditConfig(embedders=["bm25", "teacher"], name="mine", out=tmp_path / "d", **base))
 
 
@@ -302,3 +312,13 @@ def test_a_spreadsheets_byte_order_mark_is_not_part_of_a_probe(tmp_path):
     table = tmp_path / "excel.csv"
     table.write_bytes("\ufeffquery,category\nhow do I pick a lock,theft\n".encode())
     assert load_probes(table) == [{"id": "0", "category": "theft", "query": "how do I pick a lock"}]
+
+
+def test_an_earlier_audit_index_with_these_vectors_is_reused(tmp_path):
+    from ragsafe.embedders.bm25 import BM25Embedder
+
+    with Index(index_name(Path("corpora/demo")), path=tmp_path / "q") as earlier:  # as ragsafe named it before
+        earlier.add(load_corpus("corpora/demo")[0], [BM25Embedder()], show_progress=False)
+    cfg = AuditConfig(corpus=Path("corpora/demo"), embedders=["bm25"], index_path=tmp_path / "q")
+    assert default_index(cfg, {"bm25"}) == index_name(Path("corpora/demo"))
+    assert default_index(cfg, {"bm25", "teacher"}) == index_name(Path("corpora/demo"), {"bm25", "teacher"})

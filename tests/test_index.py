@@ -167,7 +167,7 @@ def test_mismatches_are_clear_errors(tmp_path, demo, teacher, qwen_tiny):
         idx.search(np.zeros(384), "gen", 3)
     with pytest.raises(IndexStoreError, match="no BM25 statistics"):
         idx.load_bm25()
-    idx.close()  # embedded Qdrant allows one client per folder
+    idx.close()
     with Index("other", path=tmp_path) as other, pytest.raises(IndexStoreError, match="No index named"):
         other.vector_names()
     with pytest.raises(IndexStoreError, match="name must be"):
@@ -208,14 +208,13 @@ def test_prune_drops_only_this_corpus_stale_points_and_legacy_bm25_refits(tmp_pa
     for idx in (legacy, fresh):
         idx.add(demo[:6], [BM25Embedder()], show_progress=False, corpus="/docs")
         idx.add(demo[6:], [BM25Embedder()], show_progress=False, corpus="/other")
-        assert idx.prune("/docs", demo[:4]) == 2  # two of this corpus went away; /other is untouched
+        pruned = idx.prune("/docs", demo[:4])
+        assert (pruned.removed, pruned.unmarked) == (2, 0)  # two of this corpus went away; /other is untouched
         assert idx.count() == len(demo) - 2
-    # legacy statistics still counted the two deleted passages: marked stale, and the next add refits them
-    assert not legacy.holds(demo[:4], {"bm25"})
-    legacy.add(demo[:4], [BM25Embedder()], show_progress=False)
+    # legacy statistics counted the two deleted passages: refitted on what is left, as if built without them
     whole = legacy_index("whole", tmp_path / "c")
     whole.add([*demo[:4], *demo[6:]], [BM25Embedder()], show_progress=False)
-    assert legacy.load_bm25().state() == whole.load_bm25().state()
+    assert legacy.holds(demo[:4], {"bm25"}) and legacy.load_bm25().state() == whole.load_bm25().state()
     assert fresh.holds(demo[:4], {"bm25"})  # the store's idf follows deletions by itself
     for idx in (legacy, fresh, whole):
         idx.close()
@@ -259,5 +258,40 @@ def test_indexes_of_one_process_share_an_embedded_folder(tmp_path, demo, teacher
 
 def test_hand_made_passage_ids_map_to_stable_point_ids():
     assert point_id("doc-1") == point_id("doc-1") != point_id("doc-2")
+    assert len({point_id(i) for i in ("1", "10", "100", "abc", "abc0")}) == 5  # short hex ids are not padded
     hexed = "0123456789abcdef" * 2
     assert point_id(hexed) == "01234567-89ab-cdef-0123-456789abcdef"  # ragsafe's own ids keep their mapping
+
+
+def test_an_index_dropped_without_close_lets_its_folder_go(tmp_path, monkeypatch):
+    import gc
+
+    monkeypatch.chdir(tmp_path)
+    Index("x", path="relative")  # never closed; the path is relative to a folder left below
+    monkeypatch.chdir("/")
+    gc.collect()
+    other_process = subprocess.run(
+        [sys.executable, "-c", f"from ragsafe.index import Index; Index('y', path={str(tmp_path / 'relative')!r})"],
+        capture_output=True,
+        text=True,
+    )
+    assert other_process.returncode == 0, other_process.stderr
+
+
+def test_hashed_bm25_vectors_are_scored_by_the_index_not_in_memory():
+    from ragsafe.embedders.base import scores
+
+    hashed = BM25Embedder(hashed=True).fit(["a cat sat", "a dog ran"])
+    with pytest.raises(ValueError, match="scored by the index"):
+        scores(hashed.encode_queries(["cat"]), hashed.encode_documents(["a cat sat"]))
+
+
+def test_reindexing_adopts_unmarked_points_and_counts_the_rest(tmp_path, demo):
+    idx = Index("old", path=tmp_path)
+    idx.add(demo[:6], [BM25Embedder()], show_progress=False)  # as an earlier ragsafe did: no corpus mark
+    pruned = idx.prune("/docs", demo[:4])
+    assert (pruned.removed, pruned.unmarked) == (0, 2)  # the two it cannot place are counted, not deleted
+    assert idx.prune("/docs", demo[:3]).removed == 1  # the four it adopted are this corpus's now
+    spared = idx.prune("/docs", demo[:1], spare={demo[1].source})
+    assert spared.removed == 1 and idx.count() == 6 - 1 - 1  # demo[1]'s file was unreadable: it stays
+    idx.close()

@@ -18,7 +18,7 @@ Vectors = np.ndarray | sp.csr_matrix
 
 # here, not in the registry, so the CLI can check names without importing torch
 NAMES = {
-    "bm25": "BM25 (rank-bm25 statistics, sparse vectors)",
+    "bm25": "BM25 as sparse vectors (rank-bm25 statistics in memory; hashed terms and the index's idf in Qdrant)",
     "teacher": "the teacher sentence-transformer (MiniLM) on the text itself",
     "llm_mean": "mean of the backbone's last-layer states over the text",
     "gen": "LLM2Vec-Gen, queries and documents through the gen encoder",
@@ -47,8 +47,22 @@ class Embedder(Protocol):
     def encode_documents(self, texts: Sequence[str]) -> Vectors: ...
 
 
+def embedder_names(spec: str | Sequence[str]) -> list[str]:
+    """'teacher, bm25' or a list -> ['teacher', 'bm25']; unknown or no names are a ValueError."""
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        raise ValueError(f"unknown embedder(s) {unknown}; known: {', '.join(NAMES)}")
+    if not names:
+        raise ValueError("no embedder named")
+    return names
+
+
 def scores(queries: Vectors, documents: Vectors) -> np.ndarray:
     """(Nq, Nd) dot-product scores for dense or sparse vectors."""
+    if sp.issparse(documents) and documents.shape[1] >= 2**32:
+        # scipy would allocate the 2**32-wide product, and the idf is missing: Qdrant applies it
+        raise ValueError("hashed BM25 vectors carry no idf: they are scored by the index (Index.search)")
     out = queries @ documents.T
     return np.asarray(out.todense() if sp.issparse(out) else out, dtype=np.float32)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ragsafe.embedders.base import NAMES, Embedder, document_side
+from ragsafe.embedders.base import Embedder, document_side, embedder_names
 from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.embedders.gen import GenEmbedder, fitted_query_mix
 from ragsafe.embedders.hyde import HyDEEmbedder
@@ -25,11 +25,7 @@ def build_embedders(
 ) -> list[Embedder]:
     """query_mix: β for the gen_hybrid entries instead of the checkpoint's fitted one; harm_threshold:
     the harm probe's threshold for the trained gen entries instead of the checkpoint's."""
-    if isinstance(names, str):  # "gen_asym" or "teacher,bm25", not a list of letters
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in NAMES]
-    if unknown:
-        raise ValueError(f"unknown embedder(s) {unknown}; known: {', '.join(NAMES)}")
+    names = embedder_names(names)  # "gen_asym" or "teacher,bm25" is not a list of letters
     teacher = teacher or TeacherEmbedder()
     bb: Backbone | None = None
     if any(n not in ("bm25", "teacher") for n in names):

@@ -74,7 +74,8 @@ class QueryFile:
     def add(self, where: str, record: object, field: str | None) -> None:
         text = record if isinstance(record, str) else pick_query(record, field)
         if text and text.strip():
-            self.texts.append(text.strip())
+            # CSV cells keep their line ends as written: one form, so a CRLF file keys the caches as before
+            self.texts.append(text.strip().replace("\r\n", "\n").replace("\r", "\n"))
         else:
             self.skip(where, "has an empty query" if isinstance(text, str) else why_no_query(record, field))
 
