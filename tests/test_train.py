@@ -369,11 +369,16 @@ def test_init_from_another_backbone_is_refused_before_generation(tmp_path, monke
 
 
 def test_max_queries_zero_is_not_no_limit(tmp_path):
-    from ragsafe.train.trainer import collect_queries
+    with pytest.raises(ValueError, match="max_queries >= 1 or None"):
+        TrainConfig(out=tmp_path / "run", queries_file=four_queries(tmp_path), domain=None, max_queries=0)
 
-    cfg = TrainConfig(out=tmp_path / "run", queries_file=four_queries(tmp_path), domain=None, max_queries=0)
-    with pytest.raises(ValueError, match="Only 0 usable"):
-        collect_queries(cfg)
+
+def test_a_config_built_in_python_is_checked_too():
+    with pytest.raises(ValueError, match=r"steps >= 0 \(got -1\); lr > 0"):
+        TrainConfig(steps=-1, lr=0.0)
+    with pytest.raises(ValueError, match="val_fraction"):
+        TrainConfig(val_fraction=1.0)
+    assert TrainConfig(steps=0, head_steps=0).steps == 0  # a run of stage 1 or stage 2 alone is allowed
 
 
 def test_resume_needs_something_to_resume(tmp_path):

@@ -64,6 +64,28 @@ class TrainConfig:
     prefix_chunk: int | None = None  # queries per cached-prefix file; None: 16 on CPU, 128 on a GPU
     instructions: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # here, not only in the CLI: a config built in Python must not start an hour-long run on a bad count
+        at_least = {"steps": 0, "head_steps": 0, "batch_size": 1, "head_batch_size": 1, "gen_batch_size": 1}
+        at_least |= {"checkpoint_every": 1, "num_tokens": 1, "recon_tokens": 1, "warmup": 0}
+        bad = [
+            f"{name} >= {low} (got {getattr(self, name)})"
+            for name, low in at_least.items()
+            if getattr(self, name) < low
+        ]
+        positive = ("lr", "head_lr", "temperature")
+        bad += [f"{name} > 0 (got {getattr(self, name)})" for name in positive if not getattr(self, name) > 0]
+        weights = ("w_align", "w_contrast", "w_recon", "weight_decay")
+        bad += [f"{name} >= 0 (got {getattr(self, name)})" for name in weights if getattr(self, name) < 0]
+        if self.max_queries is not None and self.max_queries < 1:
+            bad.append(f"max_queries >= 1 or None for all (got {self.max_queries})")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            bad.append(f"max_minutes > 0 or None (got {self.max_minutes})")
+        if not 0 < self.val_fraction < 1:
+            bad.append(f"0 < val_fraction < 1 (got {self.val_fraction})")
+        if bad:
+            raise ValueError(f"training config: need {'; '.join(bad)}")
+
     @classmethod
     def from_dict(cls, raw: dict) -> TrainConfig:
         """The inverse of to_dict (e.g. a checkpoint card's config); unknown keys are an error."""

@@ -101,7 +101,7 @@ def collect_queries(cfg: TrainConfig) -> tuple[list[Query], dict[str, int], dict
         instructions = {**DEFAULT_INSTRUCTIONS, **pack.instructions}
         skipped = ", ".join(f"{n} {k}" for k, n in counts.items() if k.startswith("skipped records: "))
     instructions.update(cfg.instructions)
-    if cfg.max_queries is not None:  # 0 keeps none, not all: the CLI refuses it, the API ends in the error below
+    if cfg.max_queries is not None:  # "is not None": a falsy 0 once meant "all" (TrainConfig now refuses it)
         queries = sample(queries, cfg.max_queries, cfg.seed)
         counts["total"] = len(queries)
     if len(queries) < 4:
