@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 from collections.abc import Iterable
@@ -29,7 +27,7 @@ from ragsafe.judge import HarmJudge, Judge, RefusalJudge
 from ragsafe.model.chat import GenerationSettings
 from ragsafe.model.checkpoint import CheckpointError
 from ragsafe.retrieval import RefusalScorer, shared_teacher_vectors
-from ragsafe.train.queries import FIELDS, QueryFileError, json_list, jsonl_records, pick_query, read_queries
+from ragsafe.train.queries import FIELDS, QueryFileError, clean, pick_query, records
 
 JudgeKind = Literal["probe", "prompt", "off"]
 PROBES = Path(__file__).resolve().parents[1] / "corpora" / "probes" / "harmful_probes.jsonl"
@@ -76,21 +74,17 @@ class ProbeRun:
 
 def load_probes(path: Path | None) -> list[dict]:
     """Probes with ids and categories: .jsonl rows or a .json list ({"id", "category", "query" | "prompt" |
-    ...}, or a bare string), a .csv with one of those columns, or any other file `read_queries` takes (.txt),
-    numbered in file order. An entry without a query is an error that names it, never silently dropped."""
+    ...}, or a bare string), a .csv with one of those columns, or .txt lines, in file order. A probe
+    without an id takes its line number in a .jsonl, else its place from 0. An entry without a query
+    is an error that names it, never silently dropped."""
     path = path or PROBES
     if not path.is_file():
         raise AuditError(f"Probe file {path} does not exist.")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        lines = _probe_text(path).splitlines()
-        probes = [_probe(row, f"{path}:{n}", n) for n, row in jsonl_records(path, lines)]
-    elif suffix == ".json":
-        probes = [_probe(row, f"{path}: entry {i + 1}", i) for i, row in enumerate(_json_list(path))]
-    elif suffix == ".csv":
-        probes = _csv_probes(path)
-    else:
-        probes = [{"id": str(i), "category": "", "query": q} for i, q in enumerate(read_queries(path))]
+    by_line = path.suffix.lower() == ".jsonl"
+    try:
+        probes = [_probe(record, where, n if by_line else i) for i, (where, n, record) in enumerate(records(path))]
+    except QueryFileError as err:
+        raise AuditError(str(err)) from err
     ids = [p["id"] for p in probes]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
@@ -102,7 +96,7 @@ def load_probes(path: Path | None) -> list[dict]:
 
 def _probe(row: object, where: str, number: int) -> dict:
     """One probe from a parsed entry; `number` is its id when it names none."""
-    query = row if isinstance(row, str) else pick_query(row, None) if isinstance(row, dict) else None
+    query = row if isinstance(row, str) else pick_query(row, None)
     if not query or not query.strip():
         raise AuditError(f"{where} has no query (a string, or a field named one of {FIELDS}).")
     meta = row if isinstance(row, dict) else {}
@@ -110,36 +104,8 @@ def _probe(row: object, where: str, number: int) -> dict:
     return {
         "id": str(number if pid is None or pid == "" else pid),
         "category": str(meta.get("category") or ""),
-        "query": query.strip(),
+        "query": clean(query),
     }
-
-
-def _probe_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark is no part of the text
-    except UnicodeDecodeError as err:
-        raise AuditError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}).") from err
-
-
-def _json_list(path: Path) -> list:
-    try:
-        return json_list(path, io.StringIO(_probe_text(path)))
-    except QueryFileError as err:
-        raise AuditError(str(err)) from err
-
-
-def _csv_probes(path: Path) -> list[dict]:
-    reader = csv.DictReader(io.StringIO(_probe_text(path), newline=""))  # quoted cells may hold newlines
-    column = next((c for c in FIELDS if c in (reader.fieldnames or [])), None)
-    if column is None:
-        raise AuditError(f"{path} has no column named one of {FIELDS}.")
-    # the query column alone decides: a row with an empty query is named even if another column has text
-    # (DictReader itself passes over lines with no cells at all, as jsonl passes over blank lines)
-    probes = []
-    for i, row in enumerate(reader):
-        entry = {"id": row.get("id"), "category": row.get("category"), "query": row.get(column) or ""}
-        probes.append(_probe(entry, f"{path}:{reader.line_num}", i))
-    return probes
 
 
 def load_labels(path: Path | None) -> set[str]:

@@ -100,7 +100,7 @@ def test_json_and_csv_probes_are_as_strict_as_jsonl(tmp_path):
     with pytest.raises(AuditError, match=r"p.csv:3 has no query"):
         load_probes(table)
     table.write_text("q,category\none,x\n")
-    with pytest.raises(AuditError, match="no column named one of"):
+    with pytest.raises(AuditError, match="has no query column"):
         load_probes(table)
 
     upper = tmp_path / "P.JSONL"  # the suffix's case does not matter: ids and categories are kept

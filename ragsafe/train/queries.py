@@ -74,8 +74,7 @@ class QueryFile:
     def add(self, where: str, record: object, field: str | None) -> None:
         text = record if isinstance(record, str) else pick_query(record, field)
         if text and text.strip():
-            # CSV cells keep their line ends as written: one form, so a CRLF file keys the caches as before
-            self.texts.append(text.strip().replace("\r\n", "\n").replace("\r", "\n"))
+            self.texts.append(clean(text))
         else:
             self.skip(where, "has an empty query" if isinstance(text, str) else why_no_query(record, field))
 
@@ -85,6 +84,12 @@ class QueryFile:
             return ""
         more = f"; and {self.skipped - len(self.examples)} more" if self.skipped > len(self.examples) else ""
         return f"skipped {self.skipped} record(s) of {self.path} with no usable query: {'; '.join(self.examples)}{more}"
+
+
+def clean(text: str) -> str:
+    """A query as stored: stripped, with one form of line end (CSV cells keep theirs as written, and a
+    CRLF file must key the answer caches as before)."""
+    return text.strip().replace("\r\n", "\n").replace("\r", "\n")
 
 
 def pick_query(record: object, field: str | None) -> str | None:
@@ -157,30 +162,44 @@ def load_queries(path: str | Path, field: str | None = None) -> QueryFile:
 
     Tolerant on purpose: the public pools the domain packs read have the odd row without text, and one
     such row should not end a run; the caller reports the skips."""
+    read = QueryFile(Path(path))
+    for where, _, record in records(path, field):
+        read.add(where, record, field)
+    return read
+
+
+FORMATS = tuple(f"{ext}{gz}" for ext in (".jsonl", ".json", ".csv", ".txt") for gz in ("", ".gz"))
+
+
+def records(path: str | Path, field: str | None = None) -> Iterator[tuple[str, int, object]]:
+    """(where, number, record) for each record of a query file, in file order. `where` names it in
+    messages; `number` is its line in a .jsonl, else its place from 1. A .txt line is a string (blank
+    lines separate, they are no records); a csv row is a dict whose "query" is the cell of its query
+    column (`field`, else the first of FIELDS present), which alone decides."""
     path = Path(path)
     if not path.is_file():
         raise QueryFileError(f"Query file {path} does not exist.")
     name = path.name.lower()
-    if not name.endswith(tuple(f"{ext}{gz}" for ext in (".jsonl", ".json", ".csv", ".txt") for gz in ("", ".gz"))):
+    if not name.endswith(FORMATS):
         raise QueryFileError(f"{path}: unsupported format (use .jsonl, .json, .csv or .txt).")
     opener = gzip.open if name.endswith(".gz") else open
-    read = QueryFile(path)
     try:
         # utf-8-sig: Excel and some Windows editors start the file with a byte-order mark
         with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
             if name.endswith((".jsonl", ".jsonl.gz")):
                 for n, record in jsonl_records(path, f):
-                    read.add(f"{path}:{n}", record, field)
+                    yield f"{path}:{n}", n, record
             elif name.endswith((".json", ".json.gz")):
                 for n, record in enumerate(json_list(path, f), 1):
-                    read.add(f"{path}: entry {n}", record, field)
+                    yield f"{path}: entry {n}", n, record
             elif name.endswith((".csv", ".csv.gz")):
-                read_csv(path, f, field, read)
-            else:  # a blank line of a .txt file is a separator, not a record
-                read.texts = [line.strip() for line in f.read().splitlines() if line.strip()]
+                yield from csv_records(path, f, field)
+            else:
+                lines = [line for line in f.read().splitlines() if line.strip()]
+                for n, line in enumerate(lines, 1):
+                    yield f"{path}: line {n}", n, line
     except UnicodeDecodeError as err:
         raise QueryFileError(f"{path} is not UTF-8 text: {err}") from err
-    return read
 
 
 def json_list(path: Path, f) -> list:
@@ -193,15 +212,16 @@ def json_list(path: Path, f) -> list:
     return records
 
 
-def read_csv(path: Path, f, field: str | None, read: QueryFile) -> None:
+def csv_records(path: Path, f, field: str | None) -> Iterator[tuple[str, int, dict]]:
     reader = csv.DictReader(f)
     columns = reader.fieldnames or []
     column = field if field in columns else None if field else next((c for c in FIELDS if c in columns), None)
     if column is None:
         wanted = f"column named '{field}'" if field else f"query column (one named {', '.join(FIELDS)})"
         raise QueryFileError(f"{path} has no {wanted}; its columns: {', '.join(columns) or 'none'}.")
-    for row in reader:
-        read.add(f"{path}:{reader.line_num}", row.get(column) or "", None)
+    for n, row in enumerate(reader, 1):
+        cell = row.get(column) or ""
+        yield f"{path}:{reader.line_num}", n, {**row, "query": cell, **({field: cell} if field else {})}
 
 
 def normalise(text: str) -> str:

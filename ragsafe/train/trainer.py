@@ -313,10 +313,8 @@ class Trainer:
 
     def _init_from(self, spec: str) -> None:
         path = init_from_path(spec)
-        start = load_checkpoint(path, self.backbone)  # refuses a checkpoint of another backbone
-        if start.config.out_dim != self.encoder.config.out_dim or start.config.num_tokens != self.cfg.num_tokens:
-            raise ValueError(f"{path}: its token count / output width do not match this run's teacher and config")
-        self.encoder.load_state_dict(start.state_dict())
+        # its backbone, token count and width were checked in __init__, before any answer was generated
+        self.encoder.load_state_dict(load_checkpoint(path, self.backbone).state_dict())
 
     def _recon(self, s: torch.Tensor, indices: list[int]) -> torch.Tensor:
         rows = [self.response_ids[i] for i in indices]
