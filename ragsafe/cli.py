@@ -364,7 +364,7 @@ def search(
     name: str = typer.Argument(..., help="Index name."),
     query: str = typer.Argument(..., help="The query."),
     embedder: str = typer.Option(
-        "gen_asym", help="gen_asym | gen_hybrid | gen | teacher | bm25 | llm_mean | hyde | ... (README: Embedders)"
+        "gen_asym", help="gen_asym | gen_hybrid | gen | teacher | bm25 | llm_mean | hyde | ... (README, Embedders)"
     ),
     k: int = typer.Option(5, "-k", min=1, help="How many passages."),
     safety: str | None = typer.Option(
