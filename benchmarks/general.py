@@ -111,15 +111,18 @@ def main(
     slow_n: int = 12,
     task_instructions_on: bool = typer.Option(True, "--task-instructions/--no-task-instructions"),
     threads: int = 2,
+    int8: bool = False,
     out: Path = RESULTS,
 ) -> None:
+    """int8: the backbone's MLP in int8 (CPU); results go to general_int8."""
     torch.set_num_threads(threads)
+    name = "general_int8" if int8 else "general"
     cache = out / ".cache"
     instructions = task_instructions(data_dir) if task_instructions_on else {}
     family = GeneralTasks.load(data_dir, queries, corpus, doc_words, pairs, per_class, test)
     retrieval, sts_tasks, classification = family.retrieval, family.sts, family.classification
     rows, details = [], []
-    for emb in build_embedders(embedders.split(","), checkpoint):
+    for emb in build_embedders(embedders.split(","), checkpoint, int8=int8):
         row, scored = family.score(emb, instructions, cache, slow_n)
         rows.append(row)
         details.extend(scored)
@@ -145,6 +148,7 @@ def main(
         f"{len(classification.test_texts)} test texts, logistic regression",
         "gen query instructions": "paper's task instructions" if instructions else "the checkpoint's own",
         "checkpoint": checkpoint or "shipped default",
+        "backbone MLP": "int8 (gate and up projections, dynamic, per channel)" if int8 else "float",
         "details": details,
     }
     notes = (
@@ -152,8 +156,8 @@ def main(
         "tasks an embedder ran; 'avg vs teacher' only where it ran all of them. Subsampled tasks: compare "
         "embedders with each other, not with published MTEB scores."
     )
-    write_results(out, "general", rows, meta, notes)
-    write_plot(out, "general", rows, tasks, "General family (subsampled): nDCG@10 / Spearman / accuracy")
+    write_results(out, name, rows, meta, notes)
+    write_plot(out, name, rows, tasks, "General family (subsampled): nDCG@10 / Spearman / accuracy")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Corpus: AdvBench-IR malicious chunks + WikiText-2 passages + XQuAD paragraphs (o
 - "<gen> + suppress": the same ranking with the queries above the checkpoint's refusal threshold
   returning nothing, as `SafeRetriever(mode="suppress")` does, and the share suppressed per set
 
-    python benchmarks/harmful_retrieval.py [--embedders teacher,bm25,gen_asym,...] [--checkpoint DIR]
+    python benchmarks/harmful_retrieval.py [--embedders teacher,bm25,gen_asym,...] [--checkpoint DIR] [--int8]
 
 HyDE decodes greedily up to --hyde-max-new-tokens (48: about what the tokens were trained to predict);
 on a CPU it runs on the first --slow-n queries of each set, on a GPU it can run on all (--slow-n 0).
@@ -57,9 +57,12 @@ def main(
     hyde_batch_size: int = 16,
     threads: int = 2,
     out: Path = RESULTS,
-    name: str = "harmful_retrieval",
+    name: str | None = None,
+    int8: bool = False,
 ) -> None:
-    """slow_n: query cap for generation-based embedders (HyDE), which take seconds per query; 0: all."""
+    """slow_n: query cap for generation-based embedders (HyDE), which take seconds per query; 0: all.
+    int8: the backbone's MLP in int8 (CPU); results go to harmful_retrieval_int8 unless --name says."""
+    name = name or ("harmful_retrieval_int8" if int8 else "harmful_retrieval")
     torch.set_num_threads(threads)
     corpus = safety_corpus(data_dir)
     sets = [advbench_queries(data_dir, advbench_n), xquad_queries(data_dir, xquad_n), xstest_queries(data_dir)]
@@ -69,7 +72,9 @@ def main(
     sizes: dict[str, dict[str, int]] = {}  # per row: how many queries of each set it ran
     teacher_ranked: dict[str, list[list[str]]] | None = None
     hyde_settings = GenerationSettings(max_new_tokens=hyde_max_new_tokens)
-    built = build_embedders(embedders.split(","), checkpoint, backbone, TeacherEmbedder(teacher), hyde_settings)
+    built = build_embedders(
+        embedders.split(","), checkpoint, backbone, TeacherEmbedder(teacher), hyde_settings, int8=int8
+    )
     for emb in built:
         if isinstance(emb, HyDEEmbedder):
             emb.batch_size = hyde_batch_size
@@ -125,6 +130,7 @@ def main(
         "generation-based embedders": f"first {slow_n} queries of each set" if slow_n > 0 else "all queries",
         "hyde generation": f"greedy, at most {hyde_max_new_tokens} new tokens",
         "checkpoint": checkpoint or "shipped default",
+        "backbone MLP": "int8 (gate and up projections, dynamic, per channel)" if int8 else "float",
         "scoring": "cosine (L2-normalised vectors); BM25 score for bm25",
     }
     notes = (

@@ -34,7 +34,7 @@ from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.teacher import TeacherEmbedder, resolve_teacher_path
 from ragsafe.evaluation.results import write_results
 from ragsafe.evaluation.tasks import xquad_queries
-from ragsafe.model.backbone import Backbone, default_dtype, load_backbone
+from ragsafe.model.backbone import Backbone, default_dtype, load_backbone, quantize_int8
 from ragsafe.model.chat import GenerationSettings, chat_generate_ids
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 
@@ -102,8 +102,11 @@ def main(
     architecture: Path | None = None,
     replay: Path | None = None,
     export_architecture: Path | None = None,
+    int8: bool = True,
     out: Path = RESULTS,
 ) -> None:
+    """int8 (CPU only): after the float runs, gen, gen_hybrid and the shorter HyDE again with the
+    backbone's MLP in int8 (`quantize_int8`)."""
     torch.set_num_threads(threads)
     work = Path(tempfile.mkdtemp(prefix="ragsafe-latency-"))
     if architecture is not None:
@@ -114,7 +117,7 @@ def main(
         if not isinstance(replayed_lengths, dict):
             raise typer.BadParameter("this replay file predates --hyde-caps (one length list): rerun it first")
         # a replay decodes at the caps it recorded (its "hyde≤N" keys), whatever --hyde-caps says
-        caps = [int(label.removeprefix("hyde≤")) for label in replayed_lengths]
+        caps = [int(label.removeprefix("hyde≤")) for label in replayed_lengths if label.removeprefix("hyde≤").isdigit()]
         bb, tm = random_backbone(architecture), random_teacher(architecture, work)
         encoder = GenEncoder(bb, GenConfig(out_dim=tm.dim))  # untrained: same shapes, same cost
         instructions = replayed["instructions"]
@@ -132,15 +135,16 @@ def main(
         instructions = {"query": loaded.query_instruction, "document": loaded.document_instruction}
     gen = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, batch_size=1)
     hybrid = GenEmbedder(encoder, instructions["query"], instructions["document"], "teacher", tm, 1, beta, gate)
-    new_tokens: dict[str, dict[str, int]] = {f"hyde≤{cap}": {} for cap in caps}
+    new_tokens: dict[str, dict[str, int]] = {}
 
-    def hyde(cap: int):
-        label, settings = f"hyde≤{cap}", GenerationSettings(max_new_tokens=cap)
+    def hyde(cap: int, label: str | None = None):
+        label, settings = label or f"hyde≤{cap}", GenerationSettings(max_new_tokens=cap)
+        new_tokens[label] = {}
 
         def run(query: str):
             forced = {}
             if replayed_lengths is not None:
-                n = replayed_lengths[label][texts.index(query)]
+                n = replayed_lengths[f"hyde≤{cap}"][texts.index(query)]
                 forced = {"min_new_tokens": n, "max_new_tokens": n}
             ids = chat_generate_ids(bb, [query], None, settings, **forced)
             new_tokens[label][query] = int(ids.shape[1])
@@ -157,9 +161,20 @@ def main(
     }
     rows = []
     timings = {}
-    for name, fn in runs.items():
-        timings[name] = times = timed(fn, texts)
-        typer.echo(f"{name}: p50 {1000 * statistics.median(times):.1f} ms")
+
+    def time_each(runs: dict[str, Callable[[str], object]]) -> None:
+        for name, fn in runs.items():
+            timings[name] = times = timed(fn, texts)
+            typer.echo(f"{name}: p50 {1000 * statistics.median(times):.1f} ms")
+
+    time_each(runs)
+    if int8 and bb.device.type == "cpu":
+        quantize_int8(bb)  # every closure above shares this backbone, so they now run quantized
+        cap = min(caps)
+        time_each(
+            {f"{k} (int8)": runs[k] for k in ("gen", "gen_hybrid")}
+            | {f"hyde≤{cap} (int8)": hyde(cap, f"hyde≤{cap} (int8)")}
+        )
     for name, times in timings.items():
         row = {
             "embedder": name,

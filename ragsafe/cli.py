@@ -57,6 +57,11 @@ def _embedder_names(spec: str, param_hint: str = "--embedders") -> list[str]:
         raise typer.BadParameter(str(err), param_hint=param_hint) from err
 
 
+INT8_HELP = (
+    "Run the backbone's MLP in int8 on a CPU: about 1.8x faster gen queries, vectors at cosine ~0.98 of float32's "
+    "(README: Speed on a CPU)."
+)
+
 # train flags -> the TrainConfig fields they set (where the names differ)
 TRAIN_FIELDS = {
     "queries": ("queries_file", "domain"),
@@ -304,6 +309,7 @@ def index(
     checkpoint: Path | None = typer.Option(None, help="gen checkpoint (default: the shipped one)."),
     backbone: str = typer.Option("default", help="Backbone for gen/llm_mean/hyde."),
     chunk_words: int = typer.Option(CHUNK_WORDS, min=1, help="Passage length cap in words."),
+    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
     prune: bool = typer.Option(
         True, help="Drop passages an earlier run indexed from this folder whose files changed or went away."
     ),
@@ -343,7 +349,7 @@ def index(
             from ragsafe.embedders.registry import build_embedders
 
             with console.status("loading embedders"):
-                embs = build_embedders(names, str(checkpoint) if checkpoint else None, backbone)
+                embs = build_embedders(names, str(checkpoint) if checkpoint else None, backbone, int8=int8)
             added = idx.add(passages, embs, corpus=source)
         # after the add: a failed run drops nothing, and a file unreadable this time keeps its passages
         pruned = idx.prune(source, passages, spare={path for path, _ in report.skipped}) if prune else None
@@ -380,6 +386,7 @@ def search(
         help="Trained gen embedders: the harm probe's threshold for flag/suppress and gen_hybrid's gate "
         "(default: the checkpoint's; higher flags fewer queries).",
     ),
+    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
     index_path: Path | None = typer.Option(None, help="Embedded Qdrant folder."),
     qdrant_url: str | None = typer.Option(None, help="A Qdrant server or cluster URL."),
     api_key_env: str = typer.Option("QDRANT_API_KEY", help="Environment variable holding the server's API key."),
@@ -426,6 +433,7 @@ def search(
                         backbone,
                         query_mix=query_mix,
                         harm_threshold=harm_threshold,
+                        int8=int8,
                     )[0]
             note = ""
             if isinstance(emb, GenEmbedder) and safety != "off":

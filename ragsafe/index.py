@@ -71,6 +71,14 @@ def point_id(passage_id: str) -> str:
     return str(uuid.UUID(hex=head))
 
 
+def check_k(k: object) -> None:
+    """k is a count of passages: a whole number, at least 1 (a float or a string is a caller's mistake)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be a whole number, got {k!r}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+
+
 def storage_name(emb: Embedder) -> str:
     """The named vector an embedder's documents live in; gen_asym documents *are* teacher vectors."""
     return "teacher" if getattr(emb, "documents", None) == "teacher" else emb.name
@@ -334,6 +342,13 @@ class Index:
         """
         if passages is None or isinstance(passages, (str, Passage)):
             raise TypeError("Index.add takes a list of Passage objects (see ragsafe.corpus.load_corpus)")
+        wrong = next((i for i, p in enumerate(passages) if not isinstance(p, Passage)), None)
+        if wrong is not None:
+            raise TypeError(
+                f"passage {wrong} is a {type(passages[wrong]).__name__}, not a Passage (see ragsafe.corpus.load_corpus)"
+            )
+        if not embedders:
+            raise ValueError("Index.add needs at least one embedder: points without vectors could never be found")
         if not passages:
             return 0
         self.ensure(embedders)
@@ -424,8 +439,7 @@ class Index:
         have = self.vector_names()
         if embedder_name not in have:
             raise IndexStoreError(f"Index '{self.name}' has no '{embedder_name}' vectors (has {sorted(have)}).")
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+        check_k(k)
         if sp.issparse(query_vector):
             if query_vector.shape[0] != 1:
                 raise ValueError(f"one query vector at a time, got {query_vector.shape[0]} rows")

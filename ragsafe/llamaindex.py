@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import threading
 import weakref
 from typing import Any
@@ -29,7 +30,8 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from ragsafe.embedders.base import Embedder
 from ragsafe.embedders.bm25 import BM25Embedder
-from ragsafe.index import Index, storage_name
+from ragsafe.evaluation.doc_cache import embedder_identity
+from ragsafe.index import Index, check_k, storage_name
 from ragsafe.retrieval import Mode, RefusalScorer, SafeRetriever, check_mode
 
 # One lock per model or index object, shared by all the wrappers around it. Keyed by identity (an
@@ -48,16 +50,45 @@ def lock_for(obj: Any) -> threading.Lock:
         return lock
 
 
+def _check_embedder(embedder: Any) -> None:
+    if isinstance(embedder, (list, tuple)):
+        raise TypeError("pass one embedder, not a list (build_embedders returns a list: take its [0])")
+    if not all(hasattr(embedder, a) for a in ("name", "sparse", "encode_queries", "encode_documents")):
+        raise TypeError(
+            f"expected a ragsafe embedder (build_embedders / GenEmbedder.load), got {type(embedder).__name__}"
+        )
+
+
+def model_name(embedder: Embedder) -> str:
+    """A name that changes with anything that changes the vectors (weights, tokens, instructions, β, the
+    gate's threshold): LlamaIndex's ingestion cache keys stored vectors by it."""
+    digest = hashlib.sha256()
+    for side in ("queries", "documents"):
+        digest.update(embedder_identity(embedder, side).encode())
+    gate = getattr(embedder, "query_gate", None)
+    digest.update(repr((getattr(embedder, "query_mix", None), gate.threshold if gate else None)).encode())
+    return f"ragsafe-{embedder.name}-{digest.hexdigest()[:12]}"
+
+
 class RagsafeEmbedding(BaseEmbedding):
     _embedder: Any = PrivateAttr()
-    _lock: Any = PrivateAttr()
 
     def __init__(self, embedder: Embedder, **kwargs: Any) -> None:
+        _check_embedder(embedder)
         if embedder.sparse:
             raise ValueError(f"'{embedder.name}' is sparse; LlamaIndex embeddings must be dense.")
-        super().__init__(model_name=f"ragsafe-{embedder.name}", **kwargs)
+        if kwargs.get("embeddings_cache") is not None:
+            # LlamaIndex keys that cache by the text alone, while ragsafe's query and document vectors of
+            # one text differ: a cached document vector would come back as the query's, safety gone
+            raise ValueError("embeddings_cache is not supported: it cannot tell a query from a document")
+        kwargs.setdefault("model_name", model_name(embedder))
+        super().__init__(**kwargs)
         self._embedder = embedder
-        self._lock = lock_for(embedder)
+
+    @property
+    def _lock(self) -> threading.Lock:
+        # looked up, not stored: a lock cannot be pickled, and a copy must share its embedder's lock
+        return lock_for(self._embedder)
 
     @classmethod
     def class_name(cls) -> str:
@@ -85,6 +116,10 @@ class RagsafeEmbedding(BaseEmbedding):
         return await asyncio.to_thread(self._get_text_embeddings, texts)
 
 
+# bookkeeping in a node's metadata, not content: kept out of the LLM's prompt and of re-embedding
+INTERNAL_METADATA = {"corpus", "chunk", "refusal_score", "refusal_threshold", "flagged"}
+
+
 class _LockedIndex:
     """An index whose searches take its lock, so a slow query encoding never holds the index."""
 
@@ -97,12 +132,30 @@ class _LockedIndex:
 
 
 class RagsafeRetriever(BaseRetriever):
-    def __init__(self, index: Index, embedder: Embedder, k: int = 5, safety: Mode = "off", **kwargs: Any) -> None:
+    """Nodes carry the passage's metadata; with a safety mode also `refusal_score`, `refusal_threshold`
+    and `flagged` (score above the threshold), kept out of what the LLM and embedders read."""
+
+    def __init__(
+        self,
+        index: Index,
+        embedder: Embedder,
+        k: int | None = None,
+        safety: Mode = "off",
+        similarity_top_k: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        if isinstance(embedder, BM25Embedder) and not embedder.fitted:
-            embedder = index.load_bm25()  # a BM25 query is only meaningful with the index's own statistics
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+        if not isinstance(index, Index):
+            raise TypeError(f"index must be a ragsafe Index (Index(name, ...)), got {type(index).__name__}")
+        _check_embedder(embedder)
+        if k is not None and similarity_top_k is not None and k != similarity_top_k:
+            raise ValueError(f"k ({k}) and similarity_top_k ({similarity_top_k}) disagree; give one")
+        k = k if k is not None else similarity_top_k if similarity_top_k is not None else 5
+        check_k(k)
+        if isinstance(embedder, BM25Embedder):
+            # the index's own statistics, always: a BM25 fitted elsewhere (or unhashed against a hashed
+            # index) numbers its terms differently and would find nothing
+            embedder = index.load_bm25()
         check_mode(safety)
         index.check_vectors({storage_name(embedder)})  # now, not at the first query
         self.index, self.embedder, self.k = index, embedder, k
@@ -123,10 +176,22 @@ class RagsafeRetriever(BaseRetriever):
             else:
                 vector = self.embedder.encode_queries([query_bundle.query_str])[0]
                 hits = self.locked.search(vector, storage_name(self.embedder), self.k)
-        return [
-            NodeWithScore(node=TextNode(id_=hit.id, text=hit.text, metadata=hit.metadata), score=hit.score)
-            for hit in hits
-        ]
+        if self.safe is not None and self.safe.scorer is not None:
+            for hit in hits:
+                hit.metadata["refusal_threshold"] = self.safe.scorer.threshold
+                hit.metadata["flagged"] = hit.metadata["refusal_score"] > self.safe.scorer.threshold
+        nodes = []
+        for hit in hits:
+            internal = [key for key in hit.metadata if key in INTERNAL_METADATA]
+            node = TextNode(
+                id_=hit.id,
+                text=hit.text,
+                metadata=hit.metadata,
+                excluded_llm_metadata_keys=internal,
+                excluded_embed_metadata_keys=internal,
+            )
+            nodes.append(NodeWithScore(node=node, score=hit.score))
+        return nodes
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)

@@ -62,3 +62,49 @@ def test_hash_mismatch_is_an_error_and_leaves_nothing(monkeypatch, tmp_path):
     with pytest.raises(BackboneError, match="sha256"):
         backbone.assemble_default_gguf(tmp_path / "out" / "default.gguf")
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_int8_quantizes_gate_and_up_only_and_keeps_the_embedding_close(tmp_path):
+    from ragsafe.embedders.gen import GenEmbedder
+    from ragsafe.evaluation.doc_cache import embedder_identity
+    from ragsafe.model.backbone import quantize_int8
+    from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+
+    texts = ["How do I bake bread?", "What is the capital of France?", "Tell me about volcanoes."]
+    bb = tiny_backbone("qwen2", hidden=64, seed=3)
+    plain = GenEmbedder(GenEncoder(bb, GenConfig(out_dim=32)))
+    before, plain_identity = plain.encode_queries(texts), embedder_identity(plain, "queries")
+    assert quantize_int8(bb) is bb and bb.int8
+    mlp = bb.model.model.layers[0].mlp
+    assert [type(m) is torch.nn.Linear for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj)] == [False, False, True]
+    assert type(bb.model.model.layers[1].self_attn.q_proj) is torch.nn.Linear
+    after = plain.encode_queries(texts)
+    assert not (before == after).all()  # it did change what runs
+    assert ((before * after).sum(axis=1) > 0.95).all()
+    assert bb.identity().endswith("|int8") and not bb.fingerprint.endswith("|int8")
+    assert embedder_identity(plain, "queries") != plain_identity  # cached float vectors are not reused
+    quantize_int8(bb)  # twice is once
+    assert np_equal(plain.encode_queries(texts), after)
+    # a directory saved from float weights loads quantized, with the float fingerprint (checkpoints still fit)
+    src = tiny_backbone("llama", seed=4)
+    src.model.save_pretrained(tmp_path / "m")
+    src.tokenizer.save_pretrained(tmp_path / "m")
+    loaded = load_backbone(str(tmp_path / "m"), int8=True)
+    assert loaded.int8 and loaded.fingerprint == src.fingerprint and loaded.dtype == torch.float32
+
+
+def np_equal(a, b) -> bool:
+    return bool((a == b).all())
+
+
+def test_int8_refuses_what_it_cannot_quantize():
+    from ragsafe.model.backbone import quantize_int8
+    from ragsafe.train.trainer import refuse_int8
+
+    bf16 = tiny_backbone("qwen2", seed=5)
+    bf16.model.to(torch.bfloat16)
+    with pytest.raises(BackboneError, match="float32"):
+        quantize_int8(bf16)
+    quantized = quantize_int8(tiny_backbone("qwen2", seed=6))
+    with pytest.raises(ValueError, match="without int8"):
+        refuse_int8(quantized)

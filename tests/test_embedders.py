@@ -268,6 +268,18 @@ def test_teacher_says_once_when_passages_outrun_its_window(teacher):
         teacher.encode_documents([long])  # said once per embedder
 
 
+def test_teacher_document_sides_say_so_too(qwen_tiny, teacher):
+    # gen_asym / gen_hybrid / HyDE documents are the teacher's: a cut there must be said as well
+    long = " ".join(["word"] * 400)
+    for emb in (
+        GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher),
+        HyDEEmbedder(qwen_tiny, teacher),
+    ):
+        teacher._cut_warned = False
+        with pytest.warns(UserWarning, match="longer than the teacher's"):
+            emb.encode_documents([long])
+
+
 def test_registry_takes_a_comma_string_and_bm25_encodes_nothing_to_nothing(teacher):
     from ragsafe.embedders.registry import build_embedders
 

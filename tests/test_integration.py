@@ -114,3 +114,11 @@ def test_cli_search_says_when_gen_hybrid_drops_the_question(tmp_path, default_ba
     found = CliRunner().invoke(app, heavier)
     assert found.exit_code == 0, found.output
     assert "burns.md" in found.output
+    # int8 on a CPU: the same gate decisions and the same first passage
+    for query, gated in ((harmful, True), ("How do I treat a burn?", False)):
+        found = CliRunner().invoke(
+            app, ["search", "demo", query, "--embedder", "gen_hybrid", "-k", "1", "--int8", *args]
+        )
+        assert found.exit_code == 0, found.output
+        assert ("predicted answer alone" in found.output) is gated
+    assert "burns.md" in found.output

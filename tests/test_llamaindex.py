@@ -93,12 +93,27 @@ def test_retriever_safety_modes_and_bm25_statistics(tmp_path, qwen_tiny, teacher
         assert suppress.retrieve(refused) == [] and len(suppress.retrieve(other)) == 2
         flagged = RagsafeRetriever(idx, gen, k=2, safety="flag").retrieve(refused)
         assert len(flagged) == 2 and all(n.node.metadata["refusal_score"] > 0.999 for n in flagged)
+        assert all(n.node.metadata["flagged"] and n.node.metadata["refusal_threshold"] == 0.999 for n in flagged)
+        passed = RagsafeRetriever(idx, gen, similarity_top_k=2, safety="flag").retrieve(other)
+        assert len(passed) == 2 and not any(n.node.metadata["flagged"] for n in passed)
+        # the scores and the folder mark are bookkeeping: not shown to the LLM, not re-embedded
+        shown = passed[0].node.get_content(metadata_mode="llm")
+        assert "source" in shown and "refusal_score" not in shown and "corpus" not in shown
+        with pytest.raises(ValueError, match="disagree"):
+            RagsafeRetriever(idx, gen, k=2, similarity_top_k=3)
         with pytest.raises(ValueError, match="calibrated tokens"):
             RagsafeRetriever(idx, teacher, safety="flag")
         with pytest.raises(ValueError, match="off, flag, suppress"):
             RagsafeRetriever(idx, gen, safety="block")
         with pytest.raises(ValueError, match="k must be at least 1"):
             RagsafeRetriever(idx, gen, k=0)
+        for k in (2.5, "3"):
+            with pytest.raises(TypeError, match="whole number"):
+                RagsafeRetriever(idx, gen, k=k)
+        with pytest.raises(TypeError, match="ragsafe Index"):
+            RagsafeRetriever("demo", gen)
+        with pytest.raises(TypeError, match=r"take its \[0\]"):
+            RagsafeRetriever(idx, [gen])
     with Index("bm25_only", path=tmp_path / "other") as idx:
         idx.add(load_corpus("corpora/demo")[0], [BM25Embedder()], show_progress=False)
         with pytest.raises(IndexStoreError, match=r"not \['teacher'\]"):  # at construction, not the first query
@@ -106,6 +121,44 @@ def test_retriever_safety_modes_and_bm25_statistics(tmp_path, qwen_tiny, teacher
     with Index("demo", path=tmp_path) as idx:
         bm25 = RagsafeRetriever(idx, BM25Embedder(), k=1)  # unfitted: the index's statistics are used
         assert bm25.retrieve("capital of France")[0].node.metadata["source"] == "paris.txt"
+        # fitted elsewhere (its own vocabulary numbering): still the index's statistics, so it still finds
+        fitted = BM25Embedder().fit(["capital of France Paris", "rivers"])
+        assert (
+            RagsafeRetriever(idx, fitted, k=1).retrieve("capital of France")[0].node.metadata["source"] == "paris.txt"
+        )
+
+
+def test_embedding_names_its_vectors_refuses_a_side_blind_cache_and_pickles(qwen_tiny, teacher):
+    import pickle
+
+    from llama_index.core.storage.kvstore import SimpleKVStore
+
+    def gen(seed: int, mix: float | None = None) -> GenEmbedder:
+        encoder = GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim, seed=seed))
+        return GenEmbedder(encoder, documents="teacher", teacher=teacher, query_mix=mix)
+
+    names = {RagsafeEmbedding(e).model_name for e in (gen(0), gen(1), gen(0, 0.3), gen(0, 0.6))}
+    assert len(names) == 4  # an ingestion cache keyed by model_name never hands one's vectors to another
+    assert RagsafeEmbedding(gen(0)).model_name == RagsafeEmbedding(gen(0)).model_name
+    with pytest.raises(ValueError, match="cannot tell a query from a document"):
+        RagsafeEmbedding(gen(0), embeddings_cache=SimpleKVStore())
+    with pytest.raises(TypeError, match="ragsafe embedder"):
+        RagsafeEmbedding("gen_asym")
+    emb = RagsafeEmbedding(teacher, model_name="mine")
+    copy = pickle.loads(pickle.dumps(emb))
+    assert copy.model_name == "mine" and copy.get_query_embedding("bread") == pytest.approx(
+        emb.get_query_embedding("bread"), abs=1e-6
+    )
+
+
+def test_index_add_refuses_what_is_not_a_passage_or_no_embedder(tmp_path, teacher):
+    passages = load_corpus("corpora/demo")[0]
+    with Index("demo", path=tmp_path) as idx:
+        with pytest.raises(ValueError, match="at least one embedder"):
+            idx.add(passages, [])
+        with pytest.raises(TypeError, match="passage 0 is a str"):
+            idx.add(["a", "b"], [teacher])
+        assert idx.add(passages, [teacher], show_progress=False) == len(passages)  # the name is still usable
 
 
 def test_concurrent_async_retrievals_equal_serial(tmp_path, teacher):

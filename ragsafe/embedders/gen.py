@@ -224,5 +224,5 @@ class GenEmbedder:
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         if self.documents == "teacher":
             assert self.teacher is not None
-            return self.teacher.embed(texts)
+            return self.teacher.encode_documents(texts)  # not embed(): that would cut long passages unsaid
         return self.encoder.encode(texts, self.document_instruction, batch_size=self.batch_size)

@@ -53,4 +53,4 @@ class HyDEEmbedder:
         return self.teacher.embed(self.last_answers)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return self.teacher.embed(texts)
+        return self.teacher.encode_documents(texts)

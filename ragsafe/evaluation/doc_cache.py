@@ -28,15 +28,15 @@ def embedder_identity(emb: Embedder, side: str = "documents") -> str:
         return f"teacher:{emb.teacher.spec}"
     if isinstance(emb, GenEmbedder):
         instruction = emb.document_instruction if side == "documents" else emb.query_instruction
-        digest = hashlib.sha256(f"{emb.encoder.backbone.fingerprint}|{side}|{instruction}".encode())
+        digest = hashlib.sha256(f"{emb.encoder.backbone.identity()}|{side}|{instruction}".encode())
         for value in emb.encoder.state_dict().values():
             digest.update(value.detach().cpu().numpy().tobytes())
         return f"gen:{digest.hexdigest()[:16]}"
     if isinstance(emb, HyDEEmbedder):  # queries: the generated answer depends on backbone, policy, settings
-        identity = f"hyde:{emb.backbone.fingerprint[:16]}|{emb.system}|{emb.settings}|{emb.teacher.spec}"
+        identity = f"hyde:{emb.backbone.identity(16)}|{emb.system}|{emb.settings}|{emb.teacher.spec}"
         return identity + (f"|{emb.query_instruction}" if emb.query_instruction else "")
     if isinstance(emb, LLMMeanEmbedder):
-        return f"llm_mean:{emb.backbone.fingerprint[:16]}"
+        return f"llm_mean:{emb.backbone.identity(16)}"
     return emb.name
 
 

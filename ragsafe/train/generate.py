@@ -39,7 +39,7 @@ def looks_like_refusal(response: str) -> bool:
 
 
 def response_key(backbone: Backbone, policy: str | None, settings: GenerationSettings, query: str) -> str:
-    payload = json.dumps([backbone.fingerprint, policy or "", settings.to_dict(), query], sort_keys=True)
+    payload = json.dumps([backbone.identity(), policy or "", settings.to_dict(), query], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -54,7 +54,7 @@ class PrefixStore:
         return self
 
     def _digest(self, texts: list[str]) -> str:
-        payload = json.dumps([self.encoder.backbone.fingerprint, texts])
+        payload = json.dumps([self.encoder.backbone.identity(), texts])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def _compute(self, texts: list[str]) -> dict[str, torch.Tensor]:
