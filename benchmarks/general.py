@@ -38,6 +38,7 @@ from ragsafe.evaluation.tasks import (
     nfcorpus,
     sts,
 )
+from ragsafe.model.backbone import INT8_LABEL
 
 RESULTS = Path(__file__).parent / "results"
 ALL = "bm25,teacher,llm_mean,gen,gen_asym,gen_hybrid,hyde"
@@ -148,7 +149,7 @@ def main(
         f"{len(classification.test_texts)} test texts, logistic regression",
         "gen query instructions": "paper's task instructions" if instructions else "the checkpoint's own",
         "checkpoint": checkpoint or "shipped default",
-        "backbone MLP": "int8 (gate and up projections, dynamic, per channel)" if int8 else "float",
+        "backbone MLP": INT8_LABEL if int8 else "float",
         "details": details,
     }
     notes = (

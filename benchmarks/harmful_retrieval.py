@@ -34,6 +34,7 @@ from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k
 from ragsafe.evaluation.ranking import rank
 from ragsafe.evaluation.results import write_plot, write_results
 from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, xquad_queries, xstest_queries
+from ragsafe.model.backbone import INT8_LABEL
 from ragsafe.model.chat import GenerationSettings
 from ragsafe.retrieval import RefusalScorer
 
@@ -130,7 +131,7 @@ def main(
         "generation-based embedders": f"first {slow_n} queries of each set" if slow_n > 0 else "all queries",
         "hyde generation": f"greedy, at most {hyde_max_new_tokens} new tokens",
         "checkpoint": checkpoint or "shipped default",
-        "backbone MLP": "int8 (gate and up projections, dynamic, per channel)" if int8 else "float",
+        "backbone MLP": INT8_LABEL if int8 else "float",
         "scoring": "cosine (L2-normalised vectors); BM25 score for bm25",
     }
     notes = (

@@ -105,8 +105,8 @@ def main(
     int8: bool = True,
     out: Path = RESULTS,
 ) -> None:
-    """int8 (CPU only): after the float runs, gen, gen_hybrid and the shorter HyDE again with the
-    backbone's MLP in int8 (`quantize_int8`)."""
+    """int8 (a CPU with float32 weights): after the float runs, gen, gen_hybrid and the shorter HyDE
+    again with the backbone's MLP in int8 (`quantize_int8`), HyDE decoding the float run's lengths."""
     torch.set_num_threads(threads)
     work = Path(tempfile.mkdtemp(prefix="ragsafe-latency-"))
     if architecture is not None:
@@ -138,14 +138,19 @@ def main(
     new_tokens: dict[str, dict[str, int]] = {}
 
     def hyde(cap: int, label: str | None = None):
-        label, settings = label or f"hyde≤{cap}", GenerationSettings(max_new_tokens=cap)
+        """label given (the int8 rerun): decode exactly the lengths the float run at this cap decoded, so
+        both time the same work, with real weights or replayed."""
+        float_label = f"hyde≤{cap}"
+        label, settings = label or float_label, GenerationSettings(max_new_tokens=cap)
         new_tokens[label] = {}
 
         def run(query: str):
-            forced = {}
-            if replayed_lengths is not None:
-                n = replayed_lengths[f"hyde≤{cap}"][texts.index(query)]
-                forced = {"min_new_tokens": n, "max_new_tokens": n}
+            n = None
+            if label != float_label:
+                n = new_tokens[float_label][query]
+            elif replayed_lengths is not None:
+                n = replayed_lengths[float_label][texts.index(query)]
+            forced = {} if n is None else {"min_new_tokens": n, "max_new_tokens": n}
             ids = chat_generate_ids(bb, [query], None, settings, **forced)
             new_tokens[label][query] = int(ids.shape[1])
             answer = bb.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
@@ -168,13 +173,18 @@ def main(
             typer.echo(f"{name}: p50 {1000 * statistics.median(times):.1f} ms")
 
     time_each(runs)
-    if int8 and bb.device.type == "cpu":
+    int8_cosine = None
+    if int8 and bb.device.type == "cpu" and bb.dtype == torch.float32:
+        before = gen.encode_queries(texts)
         quantize_int8(bb)  # every closure above shares this backbone, so they now run quantized
+        int8_cosine = (before * gen.encode_queries(texts)).sum(axis=1)
         cap = min(caps)
         time_each(
             {f"{k} (int8)": runs[k] for k in ("gen", "gen_hybrid")}
             | {f"hyde≤{cap} (int8)": hyde(cap, f"hyde≤{cap} (int8)")}
         )
+    elif int8:
+        typer.echo(f"int8 rows skipped: they need float32 weights on a CPU ({bb.dtype} on {bb.device})")
     for name, times in timings.items():
         row = {
             "embedder": name,
@@ -197,6 +207,9 @@ def main(
         "hyde new tokens, mean": {label: statistics.mean(n) for label, n in generated.items()},
         "instructions": instructions,
         "query mix": beta,
+        "gen query cosine, int8 to float32 (min, mean)": (
+            None if int8_cosine is None else [float(int8_cosine.min()), float(int8_cosine.mean())]
+        ),
         "threads": threads if device == "cpu" else None,
     }
     notes = (

@@ -12,6 +12,8 @@ python benchmarks/response_policy.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/harmful_retrieval.py --slow-n 32 \
   --embedders bm25,teacher,gen_asym,gen_hybrid,gen_hybrid_ungated,gen_asym_untrained,gen_hybrid_untrained,hyde,hyde_policy \
   ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/harmful_retrieval.py --slow-n 32 --int8 --embedders teacher,gen_asym,gen_hybrid,hyde \
+  ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 # the training-time probe the shipped one replaced, from git history where there is one
 before=$(mktemp --suffix .json)
@@ -26,6 +28,7 @@ python benchmarks/judge.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/audit_report.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/reasoning.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/general.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/general.py --int8 --embedders teacher,gen_asym,gen_hybrid ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/query_mix.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/mteb_local.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 ragsafe train --domain medical --out runs/medical --max-queries 400 --init-from default --steps 150 --batch-size 16 --lr 2e-4 --checkpoint-every 25 ${DATA_DIR:+--data-dir "$DATA_DIR"}

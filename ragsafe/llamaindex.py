@@ -6,7 +6,8 @@ embedding, its text (node) embedding is the document encoding. Pass it explicitl
 
 RagsafeRetriever searches a ragsafe `Index` directly, with the safety modes of `SafeRetriever` for
 calibrated gen embedders ("flag" puts the refusal score in each node's metadata; "suppress" returns
-no nodes for a query the backbone would refuse).
+no nodes for a query the backbone would refuse). `RagsafeSafetyFilter` brings the same two modes to
+any LlamaIndex retriever, as a node postprocessor.
 
 Model calls and the embedded Qdrant client are not made for concurrent use, so every call on one
 embedder (or one index) is serialised by a lock that belongs to that object, whichever wrappers
@@ -25,6 +26,7 @@ from typing import Any
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.embeddings import BaseEmbedding
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
@@ -66,8 +68,13 @@ def model_name(embedder: Embedder) -> str:
     for side in ("queries", "documents"):
         digest.update(embedder_identity(embedder, side).encode())
     gate = getattr(embedder, "query_gate", None)
-    digest.update(repr((getattr(embedder, "query_mix", None), gate.threshold if gate else None)).encode())
+    digest.update(repr((getattr(embedder, "query_mix", None), None if gate is None else gate.threshold)).encode())
     return f"ragsafe-{embedder.name}-{digest.hexdigest()[:12]}"
+
+
+# LlamaIndex keys its embeddings cache by the text alone, while ragsafe's query and document vectors of
+# one text differ: a cached document vector would come back as the query's, and the safety with it
+NO_CACHE = "embeddings_cache is not supported: it cannot tell a query from a document"
 
 
 class RagsafeEmbedding(BaseEmbedding):
@@ -78,12 +85,15 @@ class RagsafeEmbedding(BaseEmbedding):
         if embedder.sparse:
             raise ValueError(f"'{embedder.name}' is sparse; LlamaIndex embeddings must be dense.")
         if kwargs.get("embeddings_cache") is not None:
-            # LlamaIndex keys that cache by the text alone, while ragsafe's query and document vectors of
-            # one text differ: a cached document vector would come back as the query's, safety gone
-            raise ValueError("embeddings_cache is not supported: it cannot tell a query from a document")
+            raise ValueError(NO_CACHE)
         kwargs.setdefault("model_name", model_name(embedder))
         super().__init__(**kwargs)
         self._embedder = embedder
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "embeddings_cache" and value is not None:
+            raise ValueError(NO_CACHE)
+        super().__setattr__(name, value)
 
     @property
     def _lock(self) -> threading.Lock:
@@ -117,7 +127,61 @@ class RagsafeEmbedding(BaseEmbedding):
 
 
 # bookkeeping in a node's metadata, not content: kept out of the LLM's prompt and of re-embedding
-INTERNAL_METADATA = {"corpus", "chunk", "refusal_score", "refusal_threshold", "flagged"}
+SAFETY_METADATA = ("refusal_score", "refusal_threshold", "flagged")
+INTERNAL_METADATA = {"corpus", "chunk", *SAFETY_METADATA}
+
+
+def mark(metadata: dict, score: float, threshold: float) -> None:
+    metadata.update(refusal_score=score, refusal_threshold=threshold, flagged=score > threshold)
+
+
+class RagsafeSafetyFilter(BaseNodePostprocessor):
+    """Flag or suppress for any LlamaIndex retriever (a `VectorStoreIndex` over Qdrant, say): scores the
+    query with the gen embedder's harm probe and marks each node (`flag`) or returns no nodes for a
+    query above the threshold (`suppress`). It runs its own gen pass on the query; `RagsafeRetriever`
+    over a ragsafe `Index` shares one pass between retrieval and score."""
+
+    mode: Mode = "flag"
+    _scorer: Any = PrivateAttr()
+
+    def __init__(self, embedder: Embedder, mode: Mode = "flag", **kwargs: Any) -> None:
+        _check_embedder(embedder)
+        check_mode(mode)
+        if mode == "off":
+            raise ValueError("a safety filter that is off filters nothing: leave it out instead")
+        scorer = RefusalScorer.for_embedder(embedder)
+        if scorer is None:
+            raise ValueError(f"safety '{mode}' needs a gen embedder with calibrated tokens, not '{embedder.name}'")
+        super().__init__(mode=mode, **kwargs)
+        self._scorer = scorer
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RagsafeSafetyFilter"
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            raise ValueError("the safety filter scores the query: pass query_str or query_bundle")
+        with lock_for(self._scorer.embedder):
+            score = float(self._scorer.scores([query_bundle.query_str])[0])
+        if self.mode == "suppress" and score > self._scorer.threshold:
+            return []
+        marked = []
+        for item in nodes:  # copies: a retriever may hand out its stored nodes, shared between queries
+            metadata = dict(item.node.metadata)
+            mark(metadata, score, self._scorer.threshold)
+            hidden = {
+                key: [*keys, *(k for k in SAFETY_METADATA if k not in keys)]
+                for key, keys in (
+                    ("excluded_llm_metadata_keys", item.node.excluded_llm_metadata_keys),
+                    ("excluded_embed_metadata_keys", item.node.excluded_embed_metadata_keys),
+                )
+            }
+            node = item.node.model_copy(update={"metadata": metadata, **hidden})
+            marked.append(NodeWithScore(node=node, score=item.score))
+        return marked
 
 
 class _LockedIndex:
@@ -178,8 +242,7 @@ class RagsafeRetriever(BaseRetriever):
                 hits = self.locked.search(vector, storage_name(self.embedder), self.k)
         if self.safe is not None and self.safe.scorer is not None:
             for hit in hits:
-                hit.metadata["refusal_threshold"] = self.safe.scorer.threshold
-                hit.metadata["flagged"] = hit.metadata["refusal_score"] > self.safe.scorer.threshold
+                mark(hit.metadata, hit.metadata["refusal_score"], self.safe.scorer.threshold)
         nodes = []
         for hit in hits:
             internal = [key for key in hit.metadata if key in INTERNAL_METADATA]

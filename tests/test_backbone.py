@@ -72,6 +72,8 @@ def test_int8_quantizes_gate_and_up_only_and_keeps_the_embedding_close(tmp_path)
 
     texts = ["How do I bake bread?", "What is the capital of France?", "Tell me about volcanoes."]
     bb = tiny_backbone("qwen2", hidden=64, seed=3)
+    # float: the identity is the fingerprint, so caches written before int8 existed keep their keys
+    assert bb.identity() == bb.fingerprint and bb.identity(16) == bb.fingerprint[:16]
     plain = GenEmbedder(GenEncoder(bb, GenConfig(out_dim=32)))
     before, plain_identity = plain.encode_queries(texts), embedder_identity(plain, "queries")
     assert quantize_int8(bb) is bb and bb.int8
@@ -81,7 +83,7 @@ def test_int8_quantizes_gate_and_up_only_and_keeps_the_embedding_close(tmp_path)
     after = plain.encode_queries(texts)
     assert not (before == after).all()  # it did change what runs
     assert ((before * after).sum(axis=1) > 0.95).all()
-    assert bb.identity().endswith("|int8") and not bb.fingerprint.endswith("|int8")
+    assert bb.identity() == bb.fingerprint + "|int8"
     assert embedder_identity(plain, "queries") != plain_identity  # cached float vectors are not reused
     quantize_int8(bb)  # twice is once
     assert np_equal(plain.encode_queries(texts), after)
@@ -97,14 +99,31 @@ def np_equal(a, b) -> bool:
     return bool((a == b).all())
 
 
-def test_int8_refuses_what_it_cannot_quantize():
+def test_int8_refuses_what_it_cannot_quantize_and_training_refuses_int8(tmp_path, teacher):
+    from ragsafe.embedders.registry import build_embedders
     from ragsafe.model.backbone import quantize_int8
-    from ragsafe.train.trainer import refuse_int8
+    from ragsafe.train.config import TrainConfig
+    from ragsafe.train.source_probe import refit_probe
+    from ragsafe.train.trainer import Trainer, recalibrate
 
     bf16 = tiny_backbone("qwen2", seed=5)
     bf16.model.to(torch.bfloat16)
     with pytest.raises(BackboneError, match="float32"):
         quantize_int8(bf16)
-    quantized = quantize_int8(tiny_backbone("qwen2", seed=6))
-    with pytest.raises(ValueError, match="without int8"):
-        refuse_int8(quantized)
+    with pytest.raises(BackboneError, match="leave dtype out"):
+        load_backbone("default", dtype=torch.bfloat16, int8=True)  # before any weights load
+    float_backbone = tiny_backbone("qwen2", seed=6)
+    with pytest.raises(ValueError, match="quantize_int8"):  # never quantized behind its other users' backs
+        build_embedders(["gen_asym_untrained"], backbone=float_backbone, teacher=teacher, int8=True)
+    assert not float_backbone.int8
+    quantized = quantize_int8(float_backbone)
+    (tmp_path / "q.txt").write_text("how do rivers form\n")
+    cfg = TrainConfig(out=tmp_path / "run", queries_file=tmp_path / "q.txt", domain=None)
+    for fit in (
+        lambda: Trainer(cfg, backbone=quantized, teacher=teacher),
+        lambda: recalibrate(tmp_path / "ckpt", tmp_path / "run", backbone=quantized),
+        lambda: refit_probe("default", backbone=quantized),
+    ):
+        with pytest.raises(BackboneError, match="without int8"):
+            fit()
+    assert not (tmp_path / "run").exists()  # refused before anything was written

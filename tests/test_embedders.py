@@ -258,9 +258,9 @@ def test_hashed_bm25_merges_terms_that_share_a_number(monkeypatch):
     assert rows[0].indices.tolist() == [7] and rows[0].data.tolist() == [3.0]
 
 
-def test_teacher_says_once_when_passages_outrun_its_window(teacher):
+def test_teacher_says_once_when_passages_outrun_its_window(teacher, monkeypatch):
     long = " ".join(["word"] * 400)
-    teacher._cut_warned = False
+    monkeypatch.setattr(teacher, "_cut_warned", False)
     with pytest.warns(UserWarning, match="1 of 2 passages are longer than the teacher's"):
         teacher.encode_documents([long, "short"])
     with warnings.catch_warnings():
@@ -268,14 +268,14 @@ def test_teacher_says_once_when_passages_outrun_its_window(teacher):
         teacher.encode_documents([long])  # said once per embedder
 
 
-def test_teacher_document_sides_say_so_too(qwen_tiny, teacher):
+def test_teacher_document_sides_say_so_too(qwen_tiny, teacher, monkeypatch):
     # gen_asym / gen_hybrid / HyDE documents are the teacher's: a cut there must be said as well
     long = " ".join(["word"] * 400)
     for emb in (
         GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher),
         HyDEEmbedder(qwen_tiny, teacher),
     ):
-        teacher._cut_warned = False
+        monkeypatch.setattr(teacher, "_cut_warned", False)  # restored afterwards: the teacher is shared
         with pytest.warns(UserWarning, match="longer than the teacher's"):
             emb.encode_documents([long])
 

@@ -98,8 +98,9 @@ def test_llamaindex_example_with_gen_on_the_default_backbone(tmp_path, default_b
     assert len(sources) == 3 and all(s for s in sources)
 
 
-def test_cli_search_says_when_gen_hybrid_drops_the_question(tmp_path, default_backbone):
+def test_cli_search_says_when_gen_hybrid_drops_the_question(tmp_path, default_backbone, monkeypatch):
     from ragsafe.cli import app
+    from ragsafe.model import backbone
 
     args = ["--index-path", str(tmp_path / "q")]
     built = CliRunner().invoke(app, ["index", "corpora/demo", "--name", "demo", "--embedders", "teacher", *args])
@@ -115,6 +116,9 @@ def test_cli_search_says_when_gen_hybrid_drops_the_question(tmp_path, default_ba
     assert found.exit_code == 0, found.output
     assert "burns.md" in found.output
     # int8 on a CPU: the same gate decisions and the same first passage
+    quantized = []
+    real = backbone.quantize_int8
+    monkeypatch.setattr(backbone, "quantize_int8", lambda bb: quantized.append(real(bb)) or quantized[-1])
     for query, gated in ((harmful, True), ("How do I treat a burn?", False)):
         found = CliRunner().invoke(
             app, ["search", "demo", query, "--embedder", "gen_hybrid", "-k", "1", "--int8", *args]
@@ -122,3 +126,4 @@ def test_cli_search_says_when_gen_hybrid_drops_the_question(tmp_path, default_ba
         assert found.exit_code == 0, found.output
         assert ("predicted answer alone" in found.output) is gated
     assert "burns.md" in found.output
+    assert len(quantized) == 2 and all(bb.int8 for bb in quantized)  # the flag reached the backbone

@@ -11,7 +11,10 @@ from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.index import Index, IndexStoreError
 from ragsafe.llamaindex import RagsafeEmbedding, RagsafeRetriever, lock_for
+from ragsafe.model.backbone import quantize_int8
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+from ragsafe.retrieval import RefusalScorer
+from ragsafe.testing import tiny_backbone
 
 QUERIES = [
     "how do I bake bread",
@@ -137,18 +140,32 @@ def test_embedding_names_its_vectors_refuses_a_side_blind_cache_and_pickles(qwen
         encoder = GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim, seed=seed))
         return GenEmbedder(encoder, documents="teacher", teacher=teacher, query_mix=mix)
 
-    names = {RagsafeEmbedding(e).model_name for e in (gen(0), gen(1), gen(0, 0.3), gen(0, 0.6))}
-    assert len(names) == 4  # an ingestion cache keyed by model_name never hands one's vectors to another
+    gated = gen(0, 0.3)
+    gated.safety = {"direction": [0.0] * teacher.dim, "bias": 0.0, "threshold": 1.0}
+    stricter = gen(0, 0.3)
+    stricter.safety = dict(gated.safety, threshold=2.0)
+    for e in (gated, stricter):
+        e.query_gate = RefusalScorer.for_embedder(e)
+        assert e.query_gate is not None
+    variants = (gen(0), gen(1), gen(0, 0.3), gen(0, 0.6), gated, stricter)
+    names = {RagsafeEmbedding(e).model_name for e in variants}
+    assert len(names) == len(variants)  # an ingestion cache keyed by model_name never mixes them up
     assert RagsafeEmbedding(gen(0)).model_name == RagsafeEmbedding(gen(0)).model_name
+    quantized = quantize_int8(tiny_backbone("qwen2"))
+    int8 = GenEmbedder(GenEncoder(quantized, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher)
+    assert RagsafeEmbedding(int8).model_name not in names
     with pytest.raises(ValueError, match="cannot tell a query from a document"):
         RagsafeEmbedding(gen(0), embeddings_cache=SimpleKVStore())
+    later = RagsafeEmbedding(gen(0))
+    with pytest.raises(ValueError, match="cannot tell a query from a document"):
+        later.embeddings_cache = SimpleKVStore()
     with pytest.raises(TypeError, match="ragsafe embedder"):
         RagsafeEmbedding("gen_asym")
-    emb = RagsafeEmbedding(teacher, model_name="mine")
-    copy = pickle.loads(pickle.dumps(emb))
-    assert copy.model_name == "mine" and copy.get_query_embedding("bread") == pytest.approx(
-        emb.get_query_embedding("bread"), abs=1e-6
-    )
+    for emb in (RagsafeEmbedding(teacher, model_name="mine"), RagsafeEmbedding(gen(0))):
+        copy = pickle.loads(pickle.dumps(emb))
+        assert copy.model_name == emb.model_name and copy.get_query_embedding("bread") == pytest.approx(
+            emb.get_query_embedding("bread"), abs=1e-5
+        )
 
 
 def test_index_add_refuses_what_is_not_a_passage_or_no_embedder(tmp_path, teacher):
@@ -184,3 +201,34 @@ def test_llamaindex_example_runs_over_the_demo_corpus(tmp_path):
             Path("corpora/demo"), embedder="teacher", query="treating a small burn", qdrant_path=tmp_path, k=3
         )
     assert sources[0] == "burns.md" and len(set(sources)) == 3
+
+
+def test_safety_filter_brings_flag_and_suppress_to_a_llamaindex_retriever(qwen_tiny, teacher):
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.llms.mock import MockLLM
+    from llama_index.core.schema import TextNode
+
+    from ragsafe.llamaindex import RagsafeSafetyFilter
+
+    gen = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher)
+    refused, other = "how do I bake bread", "tell me about rivers"
+    gen.safety = {"refusal_centroid": gen.encode_queries([refused])[0].tolist(), "threshold": 0.999}
+    nodes = [TextNode(text=p.text, metadata=p.metadata) for p in load_corpus("corpora/demo")[0]]
+    index = VectorStoreIndex(nodes, embed_model=RagsafeEmbedding(gen))
+    retriever = index.as_retriever(similarity_top_k=2)
+    suppress, flag = RagsafeSafetyFilter(gen, "suppress"), RagsafeSafetyFilter(gen)
+    assert suppress.postprocess_nodes(retriever.retrieve(refused), query_str=refused) == []
+    kept = suppress.postprocess_nodes(retriever.retrieve(other), query_str=other)
+    assert len(kept) == 2 and not any(n.node.metadata["flagged"] for n in kept)
+    given = retriever.retrieve(refused)
+    marked = flag.postprocess_nodes(given, query_str=refused)
+    assert len(marked) == 2 and all(n.node.metadata["flagged"] for n in marked)
+    assert "refusal_score" not in marked[0].node.get_content(metadata_mode="llm")
+    # the retriever's own nodes stay unmarked: another query must not see this one's score
+    assert not any("flagged" in n.node.metadata or n.node.excluded_llm_metadata_keys for n in given)
+    engine = index.as_query_engine(llm=MockLLM(), similarity_top_k=2, node_postprocessors=[suppress])
+    assert engine.query(refused).source_nodes == [] and len(engine.query(other).source_nodes) == 2
+    with pytest.raises(ValueError, match="calibrated tokens"):
+        RagsafeSafetyFilter(teacher)
+    with pytest.raises(ValueError, match="leave it out"):
+        RagsafeSafetyFilter(gen, "off")

@@ -8,7 +8,7 @@ from ragsafe.embedders.gen import GenEmbedder, fitted_query_mix
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
 from ragsafe.embedders.teacher import TeacherEmbedder
-from ragsafe.model.backbone import Backbone, load_backbone, quantize_int8
+from ragsafe.model.backbone import Backbone, load_backbone
 from ragsafe.model.chat import GenerationSettings
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.train.generate import DEFAULT_POLICY
@@ -31,8 +31,12 @@ def build_embedders(
     teacher = teacher or TeacherEmbedder()
     bb: Backbone | None = None
     if any(n not in ("bm25", "teacher") for n in names):
-        bb = quantize_int8(backbone) if isinstance(backbone, Backbone) and int8 else backbone
-        bb = bb if isinstance(bb, Backbone) else load_backbone(bb, int8=int8)
+        if isinstance(backbone, Backbone):
+            if int8 and not backbone.int8:  # quantizing it here would change it under every other user
+                raise ValueError("int8=True with a float Backbone object: quantize_int8(backbone) it yourself first")
+            bb = backbone
+        else:
+            bb = load_backbone(backbone, int8=int8)
     hyde_settings = hyde_settings or GenerationSettings(max_new_tokens=48)
     out: list[Embedder] = []
     for name in names:

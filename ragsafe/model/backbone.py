@@ -240,15 +240,17 @@ def default_dtype() -> torch.dtype:
 
 
 INT8_PROJECTIONS = ("gate_proj", "up_proj")
+INT8_LABEL = "int8 (MLP gate and up projections, dynamic, per-channel weights)"
 
 
 def quantize_int8(backbone: Backbone) -> Backbone:
     """Run the MLP's gate and up projections in dynamic int8 (per-channel weights), in place: faster
     queries on a CPU, for inference only (training needs float gradients through every layer).
 
-    Why only those two: on the default backbone, quantizing every linear layer moved query embeddings
-    to cosine 0.71 of float32's (down_proj reads the model's outlier activations); gate and up alone
-    kept 0.98 and gave 1.8x at batch 1 on 2 cores (benchmarks/query_latency.py, harmful_retrieval.py).
+    Why only those two: on the default backbone, a prototype that quantized every linear layer moved
+    query embeddings to cosine 0.67-0.77 of float32's (down_proj reads the model's outlier
+    activations); gate and up alone keep about 0.98 and run gen 1.6-1.7x faster at batch 1 on 2 cores
+    (benchmarks/query_latency.py measures both; harmful_retrieval.py --int8 the retrieval).
     """
     if backbone.int8:
         return backbone
@@ -256,7 +258,10 @@ def quantize_int8(backbone: Backbone) -> Backbone:
         raise BackboneError(f"int8 runs on a CPU; this backbone is on {backbone.device}. Leave int8 off there.")
     if backbone.dtype != torch.float32:
         raise BackboneError(f"int8 quantizes float32 weights; this backbone is {backbone.dtype}. Load it as float32.")
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    try:  # torch marks this API deprecated in favour of torchao; the pinned torch has it
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    except ImportError as err:
+        raise BackboneError(f"this torch ({torch.__version__}) has no eager int8 quantization: {err}") from err
 
     targets = {
         name: per_channel_dynamic_qconfig
@@ -265,11 +270,18 @@ def quantize_int8(backbone: Backbone) -> Backbone:
     }
     if not targets:
         raise BackboneError(f"{backbone.name} has no {' / '.join(INT8_PROJECTIONS)} layers to quantize.")
-    with warnings.catch_warnings():  # torch marks its eager quantization API deprecated, in favour of torchao
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():  # its deprecation notices, said on every call, and nothing else
+        warnings.filterwarnings("ignore", message=r"torch\.(ao\.quantization|quantize_per_)")
         quantize_dynamic(backbone.model, targets, dtype=torch.qint8, inplace=True)
     backbone.int8 = True
     return backbone
+
+
+def require_float(backbone: Backbone | None) -> None:
+    """Training and calibration fit what the float backbone computes: int8 layers carry no gradients,
+    and a probe or mix fitted on approximate vectors would be written for every user of the checkpoint."""
+    if backbone is not None and backbone.int8:
+        raise BackboneError("training and calibration need the float backbone; load it without int8")
 
 
 def load_backbone(spec: str = DEFAULT_BACKBONE, dtype: torch.dtype | None = None, int8: bool = False) -> Backbone:
@@ -280,8 +292,10 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, dtype: torch.dtype | None = None
     """
     if int8 and torch.cuda.is_available():
         raise BackboneError("int8 is for CPUs; on a GPU the backbone runs in bf16 and is fast already.")
+    if int8 and dtype not in (None, torch.float32):
+        raise BackboneError(f"int8 quantizes float32 weights, not {dtype}: leave dtype out.")
     if int8:
-        dtype = dtype or torch.float32
+        dtype = torch.float32
     dtype = dtype or default_dtype()
     if not isinstance(spec, str) or not spec.strip():
         raise BackboneError(f"Backbone must be a non-empty string, got {spec!r}.")

@@ -31,7 +31,7 @@ import numpy as np
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.evaluation.tasks import STS_TASKS, sts
-from ragsafe.model.backbone import Backbone
+from ragsafe.model.backbone import Backbone, require_float
 from ragsafe.retrieval import probe_features
 from ragsafe.train.calibrate import fit_harm_probe
 from ragsafe.train.domains import PROBE_PACK, DomainPack
@@ -171,7 +171,8 @@ def refit_probe(
     """Fit the source probe for a checkpoint and write it into its config.json (`write_probe`)."""
     from ragsafe.model.checkpoint import read_config
 
-    read_config(checkpoint)  # first: a folder that is no checkpoint is the error to report
+    require_float(backbone if isinstance(backbone, Backbone) else None)
+    read_config(checkpoint)  # first among the files: a folder that is no checkpoint is the error to report
     cfg = cfg or SourceProbeConfig()
     DomainPack.load(cfg.pack).check_files(data_dir)  # a wrong pack or data dir, before the models load
     gen = GenEmbedder.load(checkpoint, backbone, documents="teacher", teacher=teacher)

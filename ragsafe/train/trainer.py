@@ -34,7 +34,14 @@ from safetensors.torch import load_file, save_file
 
 from ragsafe.embedders.gen import QUERY_INSTRUCTION
 from ragsafe.embedders.teacher import TeacherEmbedder
-from ragsafe.model.backbone import DEFAULT_BACKBONE, DEFAULT_NAME, SMOLLM2_NAME, Backbone, load_backbone
+from ragsafe.model.backbone import (
+    DEFAULT_BACKBONE,
+    DEFAULT_NAME,
+    SMOLLM2_NAME,
+    Backbone,
+    load_backbone,
+    require_float,
+)
 from ragsafe.model.checkpoint import (
     CheckpointError,
     default_checkpoint_dir,
@@ -242,17 +249,10 @@ def check_init_models(path: Path, config: dict, backbone: Backbone, out_dim: int
         raise ValueError(f"{path} has output width {config['gen'].get('out_dim')}; this run's teacher has {out_dim}")
 
 
-def refuse_int8(backbone: Backbone | None) -> None:
-    """Training and calibration fit what the float backbone computes; int8 layers carry no gradients
-    and would fit the probe to approximate vectors."""
-    if backbone is not None and backbone.int8:
-        raise ValueError("training and calibration need the float backbone; load it without int8")
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, backbone: Backbone | None = None, teacher: TeacherEmbedder | None = None):
         self.cfg = cfg
-        refuse_int8(backbone)
+        require_float(backbone)
         # first: a bad query file, pack, data dir or start checkpoint fails here, before the backbone loads
         # or a folder appears
         self.collected = collect_queries(cfg)
@@ -618,7 +618,7 @@ def recalibrate(
     generated here); teacher targets are recomputed if the cache is for another teacher path.
     Writes the result into the checkpoint's config.json and returns it.
     """
-    refuse_int8(backbone)
+    require_float(backbone)
     checkpoint, run_dir = Path(checkpoint), Path(run_dir)
     config = read_config(checkpoint)
     card = config.get("card") or {}
