@@ -58,7 +58,7 @@ def _embedder_names(spec: str, param_hint: str = "--embedders") -> list[str]:
 
 
 INT8_HELP = (
-    "Run the backbone's MLP in int8 on a CPU: gen queries (and gen/llm_mean documents) about 1.6x faster, "
+    "Run the backbone's MLP in int8 on a CPU: gen queries (and gen/llm_mean documents) 1.6-2.5x faster, "
     "vectors at cosine ~0.98 of float32's (README: Speed on a CPU)."
 )
 

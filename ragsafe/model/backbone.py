@@ -249,7 +249,7 @@ def quantize_int8(backbone: Backbone) -> Backbone:
 
     Why only those two: on the default backbone, a prototype that quantized every linear layer moved
     query embeddings to cosine 0.67-0.77 of float32's (down_proj reads the model's outlier
-    activations); gate and up alone keep about 0.98 and run gen 1.6-1.7x faster at batch 1 on 2 cores
+    activations); gate and up alone keep about 0.98 and run gen 1.6-2.5x faster at batch 1 on 2 cores
     (benchmarks/query_latency.py measures both; harmful_retrieval.py --int8 the retrieval).
     """
     if backbone.int8:
