@@ -22,10 +22,10 @@ import torch
 import typer
 
 from ragsafe.embedders.hyde import HyDEEmbedder
+from ragsafe.embedders.identity import embedder_identity
 from ragsafe.embedders.registry import build_embedders
 from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.evaluation.doc_cache import (
-    embedder_identity,
     encode_documents_cached,
     encode_probe_queries_cached,
     encode_queries_cached,

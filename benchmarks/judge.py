@@ -21,7 +21,7 @@ import typer
 from sklearn.metrics import roc_auc_score
 
 from ragsafe.embedders.gen import GenEmbedder
-from ragsafe.evaluation.doc_cache import embedder_identity
+from ragsafe.embedders.identity import embedder_identity
 from ragsafe.evaluation.results import write_results
 from ragsafe.evaluation.tasks import safety_corpus
 from ragsafe.judge import QUESTION, HarmJudge, Judge, RefusalJudge

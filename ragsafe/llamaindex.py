@@ -32,7 +32,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from ragsafe.embedders.base import Embedder
 from ragsafe.embedders.bm25 import BM25Embedder
-from ragsafe.evaluation.doc_cache import embedder_identity
+from ragsafe.embedders.identity import embedder_identity
 from ragsafe.index import Index, check_k, storage_name
 from ragsafe.retrieval import Mode, RefusalScorer, SafeRetriever, check_mode
 

@@ -66,7 +66,7 @@ def test_hash_mismatch_is_an_error_and_leaves_nothing(monkeypatch, tmp_path):
 
 def test_int8_quantizes_gate_and_up_only_and_keeps_the_embedding_close(tmp_path):
     from ragsafe.embedders.gen import GenEmbedder
-    from ragsafe.evaluation.doc_cache import embedder_identity
+    from ragsafe.embedders.identity import embedder_identity
     from ragsafe.model.backbone import quantize_int8
     from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 

@@ -9,8 +9,8 @@ from ragsafe.embedders.base import Embedder, scores
 from ragsafe.embedders.bm25 import BM25Embedder, bm25_tokenize, term_index
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
+from ragsafe.embedders.identity import embedder_identity
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
-from ragsafe.evaluation.doc_cache import embedder_identity
 from ragsafe.model.chat import GenerationSettings, chat_generate_ids
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 
