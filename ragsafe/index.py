@@ -434,8 +434,16 @@ class Index:
         return self.client.count(self.name, exact=True).count
 
     # ------------------------------------------------------------ read
-    def search(self, query_vector, embedder_name: str, k: int = 10, only: list[str] | None = None) -> list[Hit]:
-        """The k nearest passages; `only`: point ids (`point_id(passage id)`) to search among."""
+    def search(
+        self,
+        query_vector,
+        embedder_name: str,
+        k: int = 10,
+        only: list[str] | None = None,
+        where: models.Filter | None = None,
+    ) -> list[Hit]:
+        """The k nearest passages; `only`: point ids (`point_id(passage id)`) to search among; `where`: a
+        Qdrant filter on the passages' payload (their metadata)."""
         have = self.vector_names()
         if embedder_name not in have:
             raise IndexStoreError(f"Index '{self.name}' has no '{embedder_name}' vectors (has {sorted(have)}).")
@@ -454,7 +462,8 @@ class Index:
                     f"The query vector has {len(query)} values; '{embedder_name}' vectors in '{self.name}' have "
                     f"{have[embedder_name]} (another embedder or checkpoint?)."
                 )
-        among = None if only is None else models.Filter(must=[models.HasIdCondition(has_id=only)])
+        clauses = ([] if only is None else [models.HasIdCondition(has_id=only)]) + ([] if where is None else [where])
+        among = models.Filter(must=clauses) if clauses else None
         result = self.client.query_points(
             self.name, query=query, using=embedder_name, limit=k, with_payload=True, query_filter=among
         )

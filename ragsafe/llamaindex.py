@@ -29,6 +29,8 @@ from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
+from qdrant_client import models
 
 from ragsafe.embedders.base import Embedder
 from ragsafe.embedders.bm25 import BM25Embedder
@@ -184,6 +186,32 @@ class RagsafeSafetyFilter(BaseNodePostprocessor):
         return marked
 
 
+def qdrant_filter(filters: MetadataFilters) -> models.Filter:
+    """LlamaIndex metadata filters as a Qdrant filter on the passages' payload: ==, !=, in, nin and the
+    ranges, nested, under and / or / not. Other operators are refused rather than ignored."""
+    clauses = [qdrant_filter(f) if isinstance(f, MetadataFilters) else _clause(f) for f in filters.filters]
+    condition = filters.condition or FilterCondition.AND
+    if condition == FilterCondition.OR:
+        return models.Filter(should=clauses)
+    if condition == FilterCondition.NOT:
+        return models.Filter(must_not=clauses)
+    return models.Filter(must=clauses)
+
+
+def _clause(f: MetadataFilter) -> models.Condition:
+    op, key, value = f.operator, f.key, f.value
+    if op in (FilterOperator.EQ, FilterOperator.NE):
+        match = models.FieldCondition(key=key, match=models.MatchValue(value=value))
+        return match if op == FilterOperator.EQ else models.Filter(must_not=[match])
+    if op in (FilterOperator.IN, FilterOperator.NIN):
+        match = models.FieldCondition(key=key, match=models.MatchAny(any=list(value)))
+        return match if op == FilterOperator.IN else models.Filter(must_not=[match])
+    bounds = {FilterOperator.GT: "gt", FilterOperator.GTE: "gte", FilterOperator.LT: "lt", FilterOperator.LTE: "lte"}
+    if op in bounds:
+        return models.FieldCondition(key=key, range=models.Range(**{bounds[op]: value}))
+    raise ValueError(f"metadata filter operator {op.value!r} is not supported here (==, !=, in, nin, <, <=, >, >=)")
+
+
 class _LockedIndex:
     """An index whose searches take its lock, so a slow query encoding never holds the index."""
 
@@ -206,6 +234,7 @@ class RagsafeRetriever(BaseRetriever):
         k: int | None = None,
         safety: Mode = "off",
         similarity_top_k: int | None = None,
+        filters: MetadataFilters | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -221,6 +250,7 @@ class RagsafeRetriever(BaseRetriever):
             # index) numbers its terms differently and would find nothing
             embedder = index.load_bm25()
         check_mode(safety)
+        self.where = None if filters is None else qdrant_filter(filters)  # now: a bad operator fails here
         index.check_vectors({storage_name(embedder)})  # now, not at the first query
         self.index, self.embedder, self.k = index, embedder, k
         self.locked = _LockedIndex(index)
@@ -236,10 +266,10 @@ class RagsafeRetriever(BaseRetriever):
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         with lock_for(self.embedder):
             if self.safe is not None:
-                hits = self.safe.search(query_bundle.query_str, self.k).hits
+                hits = self.safe.search(query_bundle.query_str, self.k, where=self.where).hits
             else:
                 vector = self.embedder.encode_queries([query_bundle.query_str])[0]
-                hits = self.locked.search(vector, storage_name(self.embedder), self.k)
+                hits = self.locked.search(vector, storage_name(self.embedder), self.k, where=self.where)
         if self.safe is not None and self.safe.scorer is not None:
             for hit in hits:
                 mark(hit.metadata, hit.metadata["refusal_score"], self.safe.scorer.threshold)

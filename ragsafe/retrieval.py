@@ -141,7 +141,8 @@ class SafeRetriever:
             raise ValueError(f"mode '{mode}' needs a refusal scorer")
         self.index, self.embedder, self.scorer, self.mode = index, embedder, scorer, mode
 
-    def search(self, query: str, k: int = 5) -> SafeResult:
+    def search(self, query: str, k: int = 5, where=None) -> SafeResult:
+        """`where`: a Qdrant filter on the passages' metadata (`Index.search`)."""
         from ragsafe.index import storage_name
 
         gen_vector = self.embedder.encode_gen_queries([query])
@@ -153,7 +154,7 @@ class SafeRetriever:
         if self.mode == "suppress" and score is not None and score > scorer.threshold:
             return SafeResult(query, score, True, [])
         vector = self.embedder.mix_query(gen_vector, [query], text_vector, probe_vector)[0]
-        hits = self.index.search(vector, storage_name(self.embedder), k)
+        hits = self.index.search(vector, storage_name(self.embedder), k, where=where)
         if score is not None:
             for hit in hits:
                 hit.metadata["refusal_score"] = score

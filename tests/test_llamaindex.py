@@ -232,3 +232,33 @@ def test_safety_filter_brings_flag_and_suppress_to_a_llamaindex_retriever(qwen_t
         RagsafeSafetyFilter(teacher)
     with pytest.raises(ValueError, match="leave it out"):
         RagsafeSafetyFilter(gen, "off")
+
+
+def test_retriever_filters_on_passage_metadata(tmp_path, teacher):
+    from llama_index.core.vector_stores.types import FilterCondition, MetadataFilter, MetadataFilters
+
+    def sources(filters, k=20, query="how do I treat a burn"):
+        return {n.node.metadata["source"] for n in RagsafeRetriever(idx, teacher, k, filters=filters).retrieve(query)}
+
+    with Index("demo", path=tmp_path) as idx:
+        idx.add(load_corpus("corpora/demo")[0], [teacher], show_progress=False)
+        every = sources(None)
+        assert len(every) > 3
+        assert sources(MetadataFilters(filters=[MetadataFilter(key="source", value="paris.txt")])) == {"paris.txt"}
+        not_burns = MetadataFilters(filters=[MetadataFilter(key="source", value="burns.md", operator="!=")])
+        assert sources(not_burns) == every - {"burns.md"}
+        two = MetadataFilters(filters=[MetadataFilter(key="source", value=["paris.txt", "burns.md"], operator="in")])
+        assert sources(two) == {"paris.txt", "burns.md"}
+        either = MetadataFilters(
+            filters=[MetadataFilter(key="source", value="paris.txt"), MetadataFilter(key="source", value="burns.md")],
+            condition=FilterCondition.OR,
+        )
+        assert sources(either) == {"paris.txt", "burns.md"}
+        neither = MetadataFilters(filters=[two], condition=FilterCondition.NOT)
+        assert sources(neither) == every - {"paris.txt", "burns.md"}
+        with pytest.raises(ValueError, match="text_match"):
+            RagsafeRetriever(
+                idx,
+                teacher,
+                filters=MetadataFilters(filters=[MetadataFilter(key="source", value="p", operator="text_match")]),
+            )
