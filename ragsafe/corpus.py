@@ -2,11 +2,14 @@
 
 Formats: .txt, .md, .html/.htm (tags stripped with the standard library), .jsonl (one document per
 line: `text` plus optional `title`/`id`), .csv (a `text` column, optional `title`/`id`), .pdf when the
-optional `pypdf` package is installed. Long documents are cut into passages of at most
-`chunk_words` words, so no single input to a model is ever a whole huge file.
+optional `pypdf` package is installed. A .jsonl or .csv record's other fields (a url, an author, a
+date) travel with each of its passages as metadata, so searches can filter on them. Long documents
+are cut into passages of at most `chunk_words` words, so no single input to a model is ever a whole
+huge file.
 
-A passage id is a hash of its source path (relative to the corpus root) and its text: the same
-content at the same place gets the same id on every run, which makes indexing idempotent.
+A passage id is a hash of its source path (relative to the corpus root), its text and its record's
+fields: the same content at the same place gets the same id on every run, which makes indexing
+idempotent, and a changed field makes a new passage, so re-indexing replaces the stale one.
 Files that cannot be read (binary, not UTF-8, empty, unreadable, bad rows) are listed in the
 report and skipped, never fatal; so are folders that cannot be listed, broken links and entries that are
 not regular files. Linked folders are followed, each real folder read once.
@@ -36,6 +39,10 @@ class CorpusError(ValueError):
     pass
 
 
+# the keys ragsafe itself stores with a passage; a record field of the same name is kept as "field_<name>"
+RESERVED_KEYS = {"source", "title", "chunk", "corpus", "passage_id", "text", "id"}
+
+
 @dataclass(frozen=True)
 class Passage:
     id: str
@@ -43,10 +50,11 @@ class Passage:
     source: str
     title: str = ""
     chunk: int = 0
+    fields: dict = field(default_factory=dict, compare=False, hash=False)  # a record's other fields
 
     @property
     def metadata(self) -> dict:
-        return {"source": self.source, "title": self.title, "chunk": self.chunk}
+        return {"source": self.source, "title": self.title, "chunk": self.chunk, **self.fields}
 
 
 @dataclass
@@ -56,8 +64,23 @@ class CorpusReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
-def passage_id(source: str, text: str) -> str:
-    return hashlib.sha256(f"{source}\x00{text}".encode()).hexdigest()[:32]
+def passage_id(source: str, text: str, fields: dict | None = None) -> str:
+    payload = f"{source}\x00{text}"
+    if fields:  # only then: passages without fields keep the ids earlier versions gave them
+        payload += "\x00" + json.dumps(fields, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def record_fields(row: dict) -> dict:
+    """A record's fields besides text, title and id, as Qdrant payload: scalars as they are, anything
+    else as JSON text; names ragsafe uses itself get a "field_" prefix instead of overwriting them."""
+    out = {}
+    for key, value in row.items():
+        if key in ("text", "title", "id") or value is None or value == "":
+            continue
+        name = f"field_{key}" if key in RESERVED_KEYS else str(key)
+        out[name] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value, ensure_ascii=False)
+    return out
 
 
 def chunk_words(text: str, size: int) -> list[str]:
@@ -117,15 +140,15 @@ def _read_text(path: Path) -> str:
         raise CorpusError(f"not UTF-8 ({err.reason} at byte {err.start})") from err
 
 
-def _documents(path: Path) -> Iterator[tuple[str, str]]:
-    """(title, text) of each document in one file."""
+def _documents(path: Path) -> Iterator[tuple[str, str, dict]]:
+    """(title, text, the record's other fields) of each document in one file."""
     suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
-        yield path.stem, _read_text(path)
+        yield path.stem, _read_text(path), {}
     elif suffix in (".html", ".htm"):
         parser = _TextOnly()
         parser.feed(_read_text(path))
-        yield parser.title or path.stem, "".join(parser.parts)
+        yield parser.title or path.stem, "".join(parser.parts), {}
     elif suffix == ".jsonl":
         for n, line in enumerate(_read_text(path).splitlines(), 1):
             if not line.strip():
@@ -136,13 +159,14 @@ def _documents(path: Path) -> Iterator[tuple[str, str]]:
                 raise CorpusError(f"line {n} is not valid JSON ({err.msg})") from err
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 raise CorpusError(f"line {n} has no string 'text' field")
-            yield str(row.get("title") or row.get("id") or f"{path.stem}:{n}"), row["text"]
+            yield str(row.get("title") or row.get("id") or f"{path.stem}:{n}"), row["text"], record_fields(row)
     elif suffix == ".csv":
         reader = csv.DictReader(_read_text(path).splitlines())
         if "text" not in (reader.fieldnames or []):
             raise CorpusError("no 'text' column")
         for n, row in enumerate(reader, 1):
-            yield str(row.get("title") or row.get("id") or f"{path.stem}:{n}"), row.get("text") or ""
+            title = str(row.get("title") or row.get("id") or f"{path.stem}:{n}")
+            yield title, row.get("text") or "", record_fields({k: v for k, v in row.items() if k is not None})
     elif suffix == ".pdf":
         try:
             from pypdf import PdfReader
@@ -150,7 +174,7 @@ def _documents(path: Path) -> Iterator[tuple[str, str]]:
             raise CorpusError("PDF support needs the optional package: pip install pypdf") from err
         try:
             reader = PdfReader(str(path))
-            yield path.stem, "\n\n".join(page.extract_text() or "" for page in reader.pages)
+            yield path.stem, "\n\n".join(page.extract_text() or "" for page in reader.pages), {}
         except Exception as err:  # pypdf raises many types for damaged files
             raise CorpusError(f"unreadable PDF ({err})") from err
     else:
@@ -250,9 +274,9 @@ def load_corpus(root: str | Path, chunk_size: int = CHUNK_WORDS) -> tuple[list[P
             continue
         found: list[Passage] = []  # a file counts whole or not at all
         try:
-            for title, text in _documents(path):
+            for title, text, fields in _documents(path):
                 for i, chunk in enumerate(chunk_words(text, chunk_size)):
-                    found.append(Passage(passage_id(rel, chunk), chunk, rel, title, i))
+                    found.append(Passage(passage_id(rel, chunk, fields), chunk, rel, title, i, fields))
         except (CorpusError, OSError) as err:
             report.skipped.append((rel, str(err)))
             continue

@@ -130,3 +130,42 @@ def test_linked_folders_are_followed_once_and_loops_are_cut(tmp_path):
         "sub-too": "the same folder as sub, read there",
     }
     assert [p for p, _ in report.skipped] == ["linked/inner/top", "linked-again", "sub/up", "sub-too"]
+
+
+def test_record_fields_travel_as_metadata_and_into_the_id(tmp_path, teacher):
+    import hashlib
+
+    from ragsafe.index import Index
+
+    rows = [
+        {
+            "id": "a",
+            "text": "The Nile flows north.",
+            "url": "https://x/nile",
+            "year": 2020,
+            "source": "atlas",
+            "tags": ["river", "africa"],
+        },
+        {"text": "Paris is the capital of France.", "url": "https://x/paris", "author": ""},
+    ]
+    (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "t.csv").write_text('text,url\n"Chess starts with the opening.",https://x/chess\n')
+    (tmp_path / "plain.txt").write_text("A plain passage.")
+    passages = {p.text: p for p in load_corpus(tmp_path)[0]}
+    nile = passages["The Nile flows north."].metadata
+    assert nile["url"] == "https://x/nile" and nile["year"] == 2020 and nile["source"] == "docs.jsonl"
+    assert nile["field_source"] == "atlas" and nile["tags"] == '["river", "africa"]'  # never overwrites ragsafe's keys
+    assert "author" not in passages["Paris is the capital of France."].metadata  # empty fields are left out
+    assert passages["Chess starts with the opening."].metadata["url"] == "https://x/chess"
+    # no fields: the id earlier versions gave; a changed field: another passage, so re-indexing replaces it
+    plain = passages["A plain passage."]
+    assert (
+        plain.id
+        == hashlib.sha256(b"plain.txt\x00A plain passage.").hexdigest()[:32]
+        == passage_id("plain.txt", plain.text)
+    )
+    assert passage_id("t.csv", "x", {"url": "a"}) != passage_id("t.csv", "x", {"url": "b"}) != passage_id("t.csv", "x")
+    with Index("fields", path=tmp_path / "q") as idx:
+        idx.add(list(passages.values()), [teacher], show_progress=False)
+        hit = idx.search(teacher.encode_queries(["capital of France"])[0], "teacher", k=1)[0]
+        assert hit.metadata["url"] == "https://x/paris"
