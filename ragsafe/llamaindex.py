@@ -36,7 +36,7 @@ from ragsafe.embedders.base import Embedder
 from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.embedders.identity import embedder_identity
 from ragsafe.index import Index, check_k, storage_name
-from ragsafe.retrieval import Mode, RefusalScorer, SafeRetriever, check_mode
+from ragsafe.retrieval import SAFETY_METADATA, Mode, RefusalScorer, SafeRetriever, check_mode, mark
 
 # One lock per model or index object, shared by all the wrappers around it. Keyed by identity (an
 # embedder need not be hashable) and dropped when the object is collected, so no embedder is kept alive.
@@ -57,7 +57,7 @@ def lock_for(obj: Any) -> threading.Lock:
 def _check_embedder(embedder: Any) -> None:
     if isinstance(embedder, (list, tuple)):
         raise TypeError("pass one embedder, not a list (build_embedders returns a list: take its [0])")
-    if not all(hasattr(embedder, a) for a in ("name", "sparse", "encode_queries", "encode_documents")):
+    if not isinstance(embedder, Embedder):
         raise TypeError(
             f"expected a ragsafe embedder (build_embedders / GenEmbedder.load), got {type(embedder).__name__}"
         )
@@ -129,12 +129,7 @@ class RagsafeEmbedding(BaseEmbedding):
 
 
 # bookkeeping in a node's metadata, not content: kept out of the LLM's prompt and of re-embedding
-SAFETY_METADATA = ("refusal_score", "refusal_threshold", "flagged")
 INTERNAL_METADATA = {"corpus", "chunk", *SAFETY_METADATA}
-
-
-def mark(metadata: dict, score: float, threshold: float) -> None:
-    metadata.update(refusal_score=score, refusal_threshold=threshold, flagged=score > threshold)
 
 
 class RagsafeSafetyFilter(BaseNodePostprocessor):
@@ -270,9 +265,6 @@ class RagsafeRetriever(BaseRetriever):
             else:
                 vector = self.embedder.encode_queries([query_bundle.query_str])[0]
                 hits = self.locked.search(vector, storage_name(self.embedder), self.k, where=self.where)
-        if self.safe is not None and self.safe.scorer is not None:
-            for hit in hits:
-                mark(hit.metadata, hit.metadata["refusal_score"], self.safe.scorer.threshold)
         nodes = []
         for hit in hits:
             internal = [key for key in hit.metadata if key in INTERNAL_METADATA]

@@ -127,6 +127,14 @@ class SafeResult:
     hits: list[Hit] = field(default_factory=list)
 
 
+# what a scored query leaves in each hit's metadata
+SAFETY_METADATA = ("refusal_score", "refusal_threshold", "flagged")
+
+
+def mark(metadata: dict, score: float, threshold: float) -> None:
+    metadata.update(refusal_score=score, refusal_threshold=threshold, flagged=score > threshold)
+
+
 def check_mode(mode: str) -> None:
     if mode not in get_args(Mode):
         raise ValueError(f"safety mode must be one of {', '.join(get_args(Mode))}, got {mode!r}")
@@ -157,5 +165,5 @@ class SafeRetriever:
         hits = self.index.search(vector, storage_name(self.embedder), k, where=where)
         if score is not None:
             for hit in hits:
-                hit.metadata["refusal_score"] = score
+                mark(hit.metadata, score, scorer.threshold)
         return SafeResult(query, score, False, hits)

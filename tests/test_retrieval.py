@@ -28,6 +28,7 @@ def test_flag_and_suppress(tmp_path, gen, teacher):
         flagged = SafeRetriever(idx, gen, scorer, "flag").search(queries[0], k=2)
         assert not flagged.suppressed and flagged.refusal_score == pytest.approx(1.0, abs=1e-5)
         assert all(h.metadata["refusal_score"] == flagged.refusal_score for h in flagged.hits)
+        assert all(h.metadata["flagged"] and h.metadata["refusal_threshold"] == 0.999 for h in flagged.hits)
         suppressed = SafeRetriever(idx, gen, scorer, "suppress")
         assert suppressed.search(queries[0]).suppressed and suppressed.search(queries[0]).hits == []
         other = suppressed.search(queries[1])
