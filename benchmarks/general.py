@@ -115,9 +115,10 @@ def main(
     int8: bool = False,
     out: Path = RESULTS,
 ) -> None:
-    """int8: the backbone's MLP in int8 (CPU); results go to general_int8."""
+    """int8: the backbone's MLP in int8 (CPU); results go to general_int8. --no-task-instructions:
+    gen's queries keep the checkpoint's own instruction; results go to general_own_instruction."""
     torch.set_num_threads(threads)
-    name = "general_int8" if int8 else "general"
+    name = "general" + ("_int8" if int8 else "") + ("" if task_instructions_on else "_own_instruction")
     cache = out / ".cache"
     instructions = task_instructions(data_dir) if task_instructions_on else {}
     family = GeneralTasks.load(data_dir, queries, corpus, doc_words, pairs, per_class, test)

@@ -18,6 +18,7 @@ ORDER = [
     "reasoning",
     "general",
     "general_int8",
+    "general_own_instruction",
     "query_mix",
     "medical",
     "safety_filter",

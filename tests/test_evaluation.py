@@ -6,7 +6,7 @@ import pytest
 
 from ragsafe.datadir import DataError, data_file
 from ragsafe.evaluation.doc_cache import encode_documents_cached
-from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k, mrr, ndcg_at_k, spearman, top_k
+from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k, mrr, ndcg_at_k, own_answer_ranks, spearman, top_k
 
 RANKED = [["a", "b", "c"], ["x", "y", "a"]]
 
@@ -24,6 +24,16 @@ def test_hit_rate_any_hit_mrr_by_hand():
     assert hit_rate_at_k(RANKED, gold, 3) == 1.0
     assert any_hit_at_k(RANKED, {"y", "c"}, 2) == 0.5
     assert mrr(RANKED, gold) == pytest.approx((1 / 2 + 1 / 3) / 2)
+
+
+def test_own_answer_ranks_by_hand():
+    targets = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.6, 0.8]])
+    # row 0: own 1.0 beats 0.6. Row 1: own 0.96; target 2 duplicates it (not counted), target 3 scores
+    # 0.936. Row 2: target 3 scores 1.0 over its own 0.8. Row 3: targets 1 and 2 score 1.0 over its own 0.8.
+    predicted = np.array([[1.0, 0.0], [0.28, 0.96], [0.6, 0.8], [0.0, 1.0]])
+    assert own_answer_ranks(predicted, targets).tolist() == [1, 1, 2, 3]
+    # a collapsed prediction, level with every target, ranks last
+    assert own_answer_ranks(np.ones((3, 2)), np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]), 1.5).tolist() == [3, 3, 3]
 
 
 def test_ndcg_by_hand():

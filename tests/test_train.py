@@ -1,5 +1,6 @@
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,15 @@ def test_validation_metrics_detect_collapse():
     collapsed = validation_metrics(torch.ones(4, 4), t)
     assert good["val_recall@1"] == 1.0 and good["val_mrr"] == 1.0
     assert collapsed["val_recall@1"] == 0.0 and collapsed["val_pairwise_cos"] == pytest.approx(1.0)
+
+
+def test_validation_metrics_do_not_count_a_duplicate_answer_against_the_query():
+    # queries 0 and 1 got the same stock refusal: each finding it first is a perfect score
+    t = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    metrics = validation_metrics(t.clone(), t)
+    assert metrics["val_recall@1"] == 1.0 and metrics["val_mrr"] == 1.0
+    strict = validation_metrics(t.clone(), t, duplicate_cos=1.5)  # nothing is a duplicate: the tie counts
+    assert strict["val_recall@1"] == 0.5
 
 
 # ------------------------------------------------------------------ queries
@@ -153,6 +163,29 @@ def test_generation_cache_is_reused_and_keyed_by_policy(qwen_tiny, tmp_path):
     assert calls == []  # everything cached
     generate_responses(qwen_tiny, ["a"], path, "p2", settings, show_progress=False)
     assert len(read_cache(path)) == 3
+
+
+def test_an_overlong_query_loses_its_own_end_not_the_assistant_header(qwen_tiny, monkeypatch):
+    from ragsafe.model.chat import chat_generate, chat_prompts
+
+    tokenizer = qwen_tiny.tokenizer
+    query = " ".join(f"word{i}" for i in range(300))
+    [full] = chat_prompts(qwen_tiny, [query], "be brief")
+    [cut] = chat_prompts(qwen_tiny, [query], "be brief", max_tokens=60)
+    length = len(tokenizer(cut, add_special_tokens=False)["input_ids"])
+    assert length <= 60 < len(tokenizer(full, add_special_tokens=False)["input_ids"])
+    assert cut.endswith("<|im_start|>assistant\n") and "be brief" in cut and "word0 word1" in cut
+    assert chat_prompts(qwen_tiny, ["short"], None, max_tokens=60) == chat_prompts(qwen_tiny, ["short"], None)
+    seen = []
+    generate = qwen_tiny.model.generate
+
+    def spy(input_ids, **kwargs):
+        seen.append(tokenizer.decode(input_ids[0]))
+        return generate(input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(qwen_tiny.model, "generate", spy)
+    chat_generate(qwen_tiny, [query], None, GenerationSettings(max_new_tokens=2, max_prompt_tokens=60))
+    assert seen[0].endswith("<|im_start|>assistant\n")  # what the backbone answers from
 
 
 def test_kill_9_during_generation_then_resume(tmp_path):
@@ -243,6 +276,90 @@ def test_kill_9_during_training_then_resume(tmp_path):
     assert (out / "checkpoint" / "gen.safetensors").is_file()
 
 
+def scripted_evaluation(monkeypatch, scores: list[float]) -> list[float]:
+    """Trainer.evaluate returns these validation MRRs in turn (the list empties as they are used)."""
+
+    def evaluate(self) -> dict[str, float]:
+        mrr = scores.pop(0)
+        return {"val_cos": mrr, "val_recall@1": mrr, "val_mrr": mrr}
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    return scores
+
+
+def test_a_resumed_run_still_ends_on_the_best_state_of_the_run_before(qwen_tiny, teacher, tmp_path, monkeypatch):
+    import signal
+
+    cfg = small_config(tmp_path, [f"what is thing number {i}" for i in range(12)], head_steps=0, steps=6)
+    # first run: start 0.5, step 2 0.9 (the best), step 4 0.3, then Ctrl-C; the resumed run: 0.2 on
+    # resuming, 0.1 at step 6 and at the end. It must end on the state of step 2.
+    scores = scripted_evaluation(monkeypatch, [0.5, 0.9, 0.3, 0.2, 0.1, 0.1])
+    first = Trainer(cfg, qwen_tiny, teacher)
+    first.prepare()
+    at_step_2 = {}
+
+    def on_step(step: int) -> None:
+        if step == 2:
+            at_step_2.update({k: v.clone() for k, v in first.encoder.state_dict().items()})
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # the trainer finishes the step, saves and stops
+
+    first.on_step = on_step
+    assert first.train_tokens() == 4
+    second = Trainer(cfg, qwen_tiny, teacher)
+    second.prepare()
+    assert second.train_tokens(resume=True) == 6
+    assert scores == [] and second.best_step == 2
+    for name, value in second.encoder.state_dict().items():
+        assert torch.equal(value, at_step_2[name])
+
+
+def test_a_save_that_dies_midway_leaves_the_previous_state_in_force(qwen_tiny, teacher, tmp_path, monkeypatch):
+    import ragsafe.train.trainer as trainer_module
+
+    cfg = small_config(tmp_path, [f"what is thing number {i}" for i in range(12)], head_steps=0, steps=4)
+    trainer = Trainer(cfg, qwen_tiny, teacher)
+    trainer.prepare()
+    opt = torch.optim.AdamW(trainer.encoder.parameters())
+    trainer._save_state(opt, 2, None)
+    saved = {k: v.clone() for k, v in trainer.encoder.state_dict().items()}
+    with torch.no_grad():
+        trainer.encoder.tokens.add_(1.0)
+
+    def dies(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trainer_module, "save_file", dies)  # the model is written, the optimiser is not
+    with pytest.raises(OSError):
+        trainer._save_state(opt, 4, None)
+    monkeypatch.undo()
+    fresh = Trainer(cfg, qwen_tiny, teacher)
+    fresh.prepare()
+    assert fresh._load_state(torch.optim.AdamW(fresh.encoder.parameters()))[0] == 2
+    for name, value in fresh.encoder.state_dict().items():
+        assert torch.equal(value, saved[name])
+
+
+def test_a_state_saved_in_the_older_layout_still_resumes(qwen_tiny, teacher, tmp_path):
+    import shutil
+
+    cfg = small_config(tmp_path, [f"what is thing number {i}" for i in range(12)], head_steps=0, steps=4)
+    trainer = Trainer(cfg, qwen_tiny, teacher)
+    trainer.prepare()
+    with torch.no_grad():
+        trainer.encoder.tokens.add_(1.0)
+    trainer._save_state(torch.optim.AdamW(trainer.encoder.parameters()), 2, None)
+    folder = cfg.out / "trainer_state"  # before per-save folders: model/, optimizer file, progress.json
+    progress = json.loads((folder / "progress.json").read_text())
+    for item in (folder / progress.pop("saved")).iterdir():
+        shutil.move(item, folder / item.name)
+    (folder / "progress.json").write_text(json.dumps(progress))
+    fresh = Trainer(cfg, qwen_tiny, teacher)
+    fresh.prepare()
+    assert fresh._load_state(torch.optim.AdamW(fresh.encoder.parameters())) == (2, None)
+    assert torch.equal(fresh.encoder.tokens, trainer.encoder.tokens)
+
+
 def test_gen_config_from_trainer_matches_teacher(qwen_tiny, teacher):
     enc = GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim))
     assert enc.encode(["x"]).shape[1] == teacher.dim == 384
@@ -297,6 +414,16 @@ def test_prefix_store_recomputes_when_the_queries_change(qwen_tiny, tmp_path):
     for got, want in zip(reused.entries, fresh.entries, strict=True):
         assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want, strict=True))
     assert len(list(tmp_path.glob("chunk_*.safetensors"))) == 3  # chunk 2 reused, chunk 1 cached twice
+
+
+def test_prefix_store_recomputes_when_the_text_budget_changes(qwen_tiny, tmp_path):
+    from ragsafe.train.prefix_store import PrefixStore
+
+    long = [" ".join(f"word{j}" for j in range(40)) + f" {i}" for i in range(4)]
+    wide = PrefixStore(GenEncoder(qwen_tiny, GenConfig(out_dim=8)), long, tmp_path).build(show_progress=False)
+    short = GenEncoder(qwen_tiny, GenConfig(out_dim=8, max_length=20))  # keeps 10 tokens of each text
+    narrow = PrefixStore(short, long, tmp_path).build(show_progress=False)
+    assert narrow.entries[0][0][0].shape[1] == 10 < wide.entries[0][0][0].shape[1]
 
 
 # ------------------------------------------------------------------ --init-from, checked before the models

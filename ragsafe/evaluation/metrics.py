@@ -73,3 +73,23 @@ def logistic_accuracy(
 
     model = LogisticRegression(max_iter=1000, random_state=seed).fit(unit(train_x), list(train_y))
     return float(np.mean(model.predict(unit(test_x)) == np.asarray(list(test_y))))
+
+
+# Two answers this close are the same answer (most often the backbone's stock refusal, about a tenth
+# of the training answers): neither is a competitor of the other.
+DUPLICATE_COS = 0.95
+
+
+def own_answer_ranks(predicted: np.ndarray, targets: np.ndarray, duplicate_cos: float = DUPLICATE_COS) -> np.ndarray:
+    """Rank (1 = first) of each row's own target among all targets; row i of both belongs to one query.
+
+    A target that duplicates the row's own (cosine above `duplicate_cos`) is not counted. Any other
+    target that scores level with the own one counts against it, so a collapsed embedding, level
+    with everything, ranks last instead of first.
+    """
+    p = predicted / np.maximum(np.linalg.norm(predicted, axis=1, keepdims=True), 1e-12)
+    t = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
+    scores = p @ t.T
+    ahead = (scores >= np.diag(scores)[:, None]) & ~((t @ t.T) > duplicate_cos)
+    np.fill_diagonal(ahead, False)
+    return 1 + ahead.sum(axis=1)

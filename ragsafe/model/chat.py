@@ -40,12 +40,35 @@ class GenerationSettings:
         )
 
 
-def chat_prompts(backbone: Backbone, queries: list[str], system: str | None) -> list[str]:
-    """Each query as one user turn (after an optional system prompt), with the generation prompt."""
+def chat_prompts(
+    backbone: Backbone, queries: list[str], system: str | None, max_tokens: int | None = None
+) -> list[str]:
+    """Each query as one user turn (after an optional system prompt), with the generation prompt.
+
+    max_tokens: a query whose prompt would be longer loses the end of its own text, never the
+    template's (cutting the prompt itself would drop the assistant header the answer starts from).
+    """
+    tokenizer = backbone.tokenizer
+
+    def prompt(query: str) -> str:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": query}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def length(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
     out = []
     for query in queries:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": query}]
-        out.append(backbone.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        text = prompt(query)
+        if max_tokens is not None and length(text) > max_tokens:
+            ids = tokenizer(query, add_special_tokens=False)["input_ids"]
+            keep = max(0, len(ids) - (length(text) - max_tokens))
+            while True:  # decoding and re-tokenizing can merge or split a token at the cut
+                text = prompt(tokenizer.decode(ids[:keep]))
+                if keep == 0 or length(text) <= max_tokens:
+                    break
+                keep -= 1
+        out.append(text)
     return out
 
 
@@ -62,12 +85,10 @@ def chat_generate_ids(
     """
     settings = settings or GenerationSettings()
     encoded = backbone.tokenizer(
-        chat_prompts(backbone, queries, system),
+        chat_prompts(backbone, queries, system, settings.max_prompt_tokens),
         add_special_tokens=False,  # the chat template already holds any BOS
         padding="longest",
         padding_side="left",
-        truncation=True,
-        max_length=settings.max_prompt_tokens,
         return_tensors="pt",
     ).to(backbone.device)
     if settings.do_sample:

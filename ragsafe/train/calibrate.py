@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ragsafe.embedders.gen import mix_vectors
+from ragsafe.evaluation.metrics import own_answer_ranks
 from ragsafe.retrieval import calibrate_threshold, probe_features
 from ragsafe.train.labels import label_of
 
@@ -102,10 +103,7 @@ def fit_harm_probe(
 
 def own_answer_mrr(predicted: np.ndarray, targets: np.ndarray) -> float:
     """MRR of each row's own target among all targets (rows of both: the same queries)."""
-    t = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
-    s = predicted @ t.T
-    rank = (s > np.diag(s)[:, None]).sum(axis=1)
-    return float(np.mean(1.0 / (rank + 1)))
+    return float(np.mean(1.0 / own_answer_ranks(predicted, targets)))
 
 
 def fit_query_mix(

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ragsafe.evaluation.metrics import DUPLICATE_COS
 from ragsafe.model.chat import GenerationSettings
 from ragsafe.train.generate import DEFAULT_POLICY
 
@@ -53,7 +54,7 @@ class TrainConfig:
     w_contrast: float = 1.0
     w_recon: float = 0.0
     temperature: float = 0.05
-    duplicate_threshold: float = 0.95
+    duplicate_threshold: float = DUPLICATE_COS  # targets this close are one answer (losses, validation)
     recon_tokens: int = 32
     checkpoint_every: int = 25
     # stop stage 2 after this many minutes of it (None: run all steps); the trainer state is saved

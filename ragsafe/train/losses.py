@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ragsafe.evaluation.metrics import DUPLICATE_COS
 from ragsafe.model.backbone import Backbone
 
 
@@ -24,7 +25,7 @@ def alignment_loss(e: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_loss(
-    e: torch.Tensor, t: torch.Tensor, temperature: float = 0.05, duplicate_threshold: float = 0.95
+    e: torch.Tensor, t: torch.Tensor, temperature: float = 0.05, duplicate_threshold: float = DUPLICATE_COS
 ) -> torch.Tensor:
     e, t = F.normalize(e.float(), dim=-1), F.normalize(t.float(), dim=-1)
     logits = e @ t.T / temperature

@@ -7,8 +7,9 @@ over K positions (about 5x less compute for 40-token queries here). Memory: laye
 head_dim floats per token; about 1.2 MB per 50-token query for the 0.5B default backbone.
 
 Chunks are written to `folder` as they are computed, so an interrupted build resumes where it stopped.
-A chunk's file name carries a digest of its texts and the backbone, so a run folder reused with other
-queries (another filter, label rule or sample) recomputes them instead of reading stale states.
+A chunk's file name carries a digest of its texts, the backbone, its dtype and the text budget, so a run
+folder reused with other queries (another filter, label rule or sample) or another `max_length`
+recomputes them instead of reading stale states.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ class PrefixStore:
         return self
 
     def _digest(self, texts: list[str]) -> str:
-        payload = json.dumps([self.encoder.backbone.identity(), texts])
+        # and whatever else changes the stored states: the dtype and how much of a text is kept
+        budget = self.encoder.config.max_length - self.encoder.config.num_tokens
+        payload = json.dumps([self.encoder.backbone.identity(), str(self.encoder.backbone.dtype), budget, texts])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def _compute(self, texts: list[str]) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import time
 import warnings
@@ -34,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from ragsafe.embedders.gen import QUERY_INSTRUCTION
 from ragsafe.embedders.teacher import TeacherEmbedder
+from ragsafe.evaluation.metrics import DUPLICATE_COS, own_answer_ranks
 from ragsafe.model.backbone import (
     DEFAULT_BACKBONE,
     DEFAULT_NAME,
@@ -172,9 +174,9 @@ def make_loss(cfg: TrainConfig):
 
 
 @torch.no_grad()
-def validation_metrics(e: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
+def validation_metrics(e: torch.Tensor, t: torch.Tensor, duplicate_cos: float = DUPLICATE_COS) -> dict[str, float]:
     """method.md §4.3 diagnostics + a retrieval check that catches collapse: each query must find its
-    own response vector among all validation responses (recall@1, MRR).
+    own response vector among all validation responses (recall@1, MRR; `own_answer_ranks`).
     """
     e, t = F.normalize(e.float(), dim=-1), F.normalize(t.float(), dim=-1)
     sims = e @ t.T
@@ -183,13 +185,13 @@ def validation_metrics(e: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
     off = (sims.sum() - diag.sum()) / max(1, n * n - n)
     pair = e @ e.T
     pairwise = (pair.sum() - pair.diag().sum()) / max(1, n * n - n)
-    ranks = (sims >= diag.unsqueeze(1)).sum(dim=1)  # includes itself; a tie counts against the query
+    ranks = own_answer_ranks(e.cpu().numpy(), t.cpu().numpy(), duplicate_cos)
     return {
         "val_cos": float(diag.mean()),
         "val_cos_others": float(off),
         "val_pairwise_cos": float(pairwise),
-        "val_recall@1": float((ranks == 1).float().mean()),
-        "val_mrr": float((1.0 / ranks.float()).mean()),
+        "val_recall@1": float(np.mean(ranks == 1)),
+        "val_mrr": float(np.mean(1.0 / ranks)),
     }
 
 
@@ -316,7 +318,7 @@ class Trainer:
         ex = self.examples
         baseline = self.teacher.embed([ex.queries[i].text for i in ex.val_idx])
         self.teacher_query_reference = validation_metrics(
-            torch.from_numpy(baseline).to(self.targets.device), self.targets[ex.val_idx]
+            torch.from_numpy(baseline).to(self.targets.device), self.targets[ex.val_idx], self.cfg.duplicate_threshold
         )  # how well the teacher's own query embedding predicts the response: the bar to beat
 
     def _init_from(self, spec: str) -> None:
@@ -347,7 +349,7 @@ class Trainer:
         with torch.no_grad():
             s = self.encoder.soft_prompts(self._states(val, grad=False))
             e = self.encoder.pool(s)
-            metrics = validation_metrics(e, self.targets[val])
+            metrics = validation_metrics(e, self.targets[val], self.cfg.duplicate_threshold)
             loss, parts = make_loss(self.cfg)(e, self.targets[val])
             if self.cfg.w_recon > 0:  # on a fixed slice: the decoder pass is the expensive part
                 parts["recon"] = float(self._recon(s[:32], val[:32]))
@@ -388,7 +390,9 @@ class Trainer:
                 if step % 100 == 0 or step == cfg.head_steps - 1:
                     with torch.no_grad():
                         val = validation_metrics(
-                            self.encoder.A(self.encoder.R(mean_h[ex.val_idx])), self.targets[ex.val_idx]
+                            self.encoder.A(self.encoder.R(mean_h[ex.val_idx])),
+                            self.targets[ex.val_idx],
+                            self.cfg.duplicate_threshold,
                         )
                     self.history.append({"stage": 1, "step": step, "loss": loss.item(), **parts, **val})
                     progress.update(
@@ -400,29 +404,50 @@ class Trainer:
     def _state_path(self) -> Path:
         return self.cfg.out / "trainer_state"
 
-    def _save_state(self, opt: torch.optim.Optimizer, step: int) -> None:
+    def _save_state(self, opt: torch.optim.Optimizer, step: int, best: dict | None) -> None:
+        """Everything --resume needs, the best evaluated state included. Each save goes to a folder of
+        its own and `progress.json` is replaced last, so a kill at any moment leaves the previous
+        complete state in force, never a mix of two steps."""
         folder = self._state_path()
-        save_checkpoint(self.encoder, folder / "model", extra={"instructions": self.instructions})
+        saved = f"step-{step:06d}-{time.time_ns():x}"
+        save_checkpoint(self.encoder, folder / saved / "model", extra={"instructions": self.instructions})
         tensors = {}
-        names = dict(self.encoder.named_parameters())
-        for name, param in names.items():
+        for name, param in self.encoder.named_parameters():
             state = opt.state.get(param, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:
                     tensors[f"{name}.{key}"] = state[key].contiguous()
-        save_file(tensors, str(folder / "optimizer.safetensors.tmp"))
-        (folder / "optimizer.safetensors.tmp").replace(folder / "optimizer.safetensors")
-        progress = {"step": step, "history": self.history, "wall_seconds": self.wall_seconds()}
-        (folder / "progress.json").write_text(json.dumps(progress, indent=2))
+        save_file(tensors, str(folder / saved / "optimizer.safetensors"))
+        progress = {"step": step, "history": self.history, "wall_seconds": self.wall_seconds(), "saved": saved}
+        if best is not None:
+            if best.get("saved") is None:  # a new best: written once, under a name no other save used
+                best["saved"] = f"best-{best['step']:06d}-{time.time_ns():x}.safetensors"
+                save_file(
+                    {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}, str(folder / "best.tmp")
+                )
+                (folder / "best.tmp").replace(folder / best["saved"])
+            progress["best"] = {"step": best["step"], "val_mrr": best["metrics"]["val_mrr"], "saved": best["saved"]}
+        (folder / "progress.json.tmp").write_text(json.dumps(progress, indent=2))
+        (folder / "progress.json.tmp").replace(folder / "progress.json")
+        keep = {"progress.json", saved, progress.get("best", {}).get("saved")}
+        for stale in folder.iterdir():  # earlier saves (and the older layout's model/ and optimizer file)
+            if stale.name in keep:
+                continue
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
 
-    def _load_state(self, opt: torch.optim.Optimizer) -> int:
+    def _load_state(self, opt: torch.optim.Optimizer) -> tuple[int, dict | None]:
+        """(the saved step, the best evaluated state so far or None); (0, None) when nothing was saved."""
         folder = self._state_path()
         if not (folder / "progress.json").is_file():
-            return 0
-        loaded = load_checkpoint(folder / "model", self.backbone)
-        self.encoder.load_state_dict(loaded.state_dict())
-        tensors = load_file(str(folder / "optimizer.safetensors"))
+            return 0, None
         progress = json.loads((folder / "progress.json").read_text())
+        saved = folder / progress.get("saved", "")  # runs saved before the per-save folders: the folder itself
+        loaded = load_checkpoint(saved / "model", self.backbone)
+        self.encoder.load_state_dict(loaded.state_dict())
+        tensors = load_file(str(saved / "optimizer.safetensors"))
         for name, param in self.encoder.named_parameters():
             if f"{name}.exp_avg" in tensors:
                 opt.state[param] = {
@@ -432,17 +457,28 @@ class Trainer:
                 }
         self.history = progress["history"]
         self.wall_before = float(progress.get("wall_seconds", 0.0))
-        return int(progress["step"])
+        best = progress.get("best")
+        if best is not None:
+            state = load_file(str(folder / best["saved"]))
+            best = {
+                "metrics": {"val_mrr": best["val_mrr"]},
+                "state": state,
+                "step": best["step"],
+                "saved": best["saved"],
+            }
+        return int(progress["step"]), best
 
     def train_tokens(self, resume: bool = False) -> int:
         cfg, ex = self.cfg, self.examples
         opt = torch.optim.AdamW(self.encoder.parameters(), lr=cfg.lr, weight_decay=0.0)
-        step = self._load_state(opt) if resume else 0
+        step, saved_best = self._load_state(opt) if resume else (0, None)
         loss_fn = make_loss(cfg)
         rng = random.Random(cfg.seed + step + 100_003 * self.rank)  # each rank draws its own batches
         interrupted = False
         loop_start = time.time()
         best = self._snapshot(self.evaluate(), step) if cfg.keep_best else None
+        if best is not None and saved_best is not None and not self._improves(best["metrics"], saved_best):
+            best = saved_best  # a resumed run still ends on the best state of the run before it
 
         def on_sigint(signum, frame):  # finish the step, save, stop
             nonlocal interrupted
@@ -482,9 +518,9 @@ class Trainer:
                     self.history.append(record)
                     if self.rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                         record.update(self.evaluate())
-                        self._save_state(opt, step)
                         if best is not None and self._improves(record, best):
                             best = self._snapshot(record, step)
+                        self._save_state(opt, step, best)
                     info = f"loss {loss.item():.3f}"
                     if "val_cos" in record:
                         info += f" val_cos {record['val_cos']:.3f} r@1 {record['val_recall@1']:.2f}"
@@ -492,7 +528,7 @@ class Trainer:
                     if self.on_step:
                         self.on_step(step)
             if self.rank == 0 and (interrupted or step < cfg.steps):
-                self._save_state(opt, step)
+                self._save_state(opt, step, best)
         finally:
             signal.signal(signal.SIGINT, previous)
         if best is not None and not interrupted:
