@@ -22,6 +22,7 @@ if git show bb21e1a:ragsafe/checkpoints/default/config.json > "$before" 2>/dev/n
 else
   python benchmarks/probe_labels.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 fi
+python benchmarks/dtype_drift.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/bm25_growth.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/judge.py ${DATA_DIR:+--data-dir "$DATA_DIR"}

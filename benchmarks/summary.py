@@ -27,6 +27,7 @@ ORDER = [
     "judge",
     "mteb_local",
     "encode_speed",
+    "dtype_drift",
     "query_latency_cpu",
     "query_latency_cuda",
     "index_speed",
