@@ -49,6 +49,16 @@ def test_contrastive_loss_masks_duplicate_targets():
     )
 
 
+def test_reconstruction_targets_end_on_eos_only_where_the_answer_ends(qwen_tiny):
+    from ragsafe.train.trainer import reconstruction_ids
+
+    tokenizer, eos = qwen_tiny.tokenizer, qwen_tiny.eos_token_ids[0]
+    answer = "the sky is blue because of scattering"
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    assert reconstruction_ids(tokenizer, answer, eos, len(ids) + 1) == [*ids, eos]
+    assert reconstruction_ids(tokenizer, answer, eos, len(ids) - 2) == ids[:-2]  # cut: no stop taught
+
+
 def test_reconstruction_loss_falls_when_the_soft_prompt_is_optimised(qwen_tiny):
     ids = qwen_tiny.tokenizer(["the cat sat on the mat"], return_tensors="pt")["input_ids"]
     mask = torch.ones_like(ids)

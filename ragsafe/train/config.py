@@ -48,14 +48,14 @@ class TrainConfig:
     batch_size: int = 16
     warmup: int = 20
     grad_clip: float = 1.0
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # stage 1 (the heads) only; the tokens train without it (method.md §5.5)
     # losses
     w_align: float = 1.0
     w_contrast: float = 1.0
     w_recon: float = 0.0
     temperature: float = 0.05
     duplicate_threshold: float = DUPLICATE_COS  # targets this close are one answer (losses, validation)
-    recon_tokens: int = 32
+    recon_tokens: int = 32  # the answer's first tokens the frozen LM reconstructs (+ EOS when it ends there)
     checkpoint_every: int = 25
     # stop stage 2 after this many minutes of it (None: run all steps); the trainer state is saved
     max_minutes: float | None = None

@@ -173,6 +173,13 @@ def make_loss(cfg: TrainConfig):
     return loss_fn
 
 
+def reconstruction_ids(tokenizer, response: str, eos: int, limit: int) -> list[int]:
+    """The answer's token ids the decoder learns from the soft prompt: at most `limit`, ending on EOS
+    only where the answer really ends there (a cut answer taught to stop would learn to stop early)."""
+    ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    return ids[:limit] if len(ids) >= limit else [*ids, eos]
+
+
 @torch.no_grad()
 def validation_metrics(e: torch.Tensor, t: torch.Tensor, duplicate_cos: float = DUPLICATE_COS) -> dict[str, float]:
     """method.md §4.3 diagnostics + a retrieval check that catches collapse: each query must find its
@@ -312,8 +319,7 @@ class Trainer:
         tokenizer = self.backbone.tokenizer
         eos = self.backbone.eos_token_ids[0]
         self.response_ids = [
-            tokenizer(r, add_special_tokens=False)["input_ids"][: self.cfg.recon_tokens - 1] + [eos]
-            for r in self.examples.responses
+            reconstruction_ids(tokenizer, r, eos, self.cfg.recon_tokens) for r in self.examples.responses
         ]
         ex = self.examples
         baseline = self.teacher.embed([ex.queries[i].text for i in ex.val_idx])
