@@ -2,7 +2,8 @@
 
 The shipped tokens were trained on a bf16 backbone (a GPU); CPUs without native bf16 run the backbone
 in float32 (`default_dtype`). This embeds the same queries under both and reports their cosine, and
-whether the gate (gen_hybrid) decides each query alike. Queries: XQuAD questions and AdvBench goals.
+whether the gate (gen_hybrid) decides each query alike: the probe's score change next to the
+smallest distance of any score to the threshold. Queries: XQuAD questions and AdvBench goals.
 
     python benchmarks/dtype_drift.py [--per-set 25]
 """
@@ -33,32 +34,35 @@ def main(per_set: int = 25, data_dir: str | None = None, threads: int = 2) -> No
     sets = {"XQuAD": xquad_queries(data_dir, per_set).queries, "AdvBench": advbench_queries(data_dir, per_set).queries}
     [teacher] = build_embedders(["teacher"])
     vectors: dict[str, dict[str, np.ndarray]] = {}
-    gated: dict[str, dict[str, np.ndarray]] = {}
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    threshold = 0.0
     for dtype in (torch.float32, torch.bfloat16):
         backbone = load_backbone("default", dtype=dtype)
         asym = GenEmbedder.load(None, backbone, "teacher", teacher)
-        hybrid = GenEmbedder.load(None, backbone, "teacher", teacher, hybrid=True)
+        scorer = GenEmbedder.load(None, backbone, "teacher", teacher, hybrid=True).query_gate
+        threshold = float(scorer.threshold)
         for name, queries in sets.items():
             gen = asym.encode_queries(queries)
             vectors.setdefault(name, {})[str(dtype)] = gen
-            gated.setdefault(name, {})[str(dtype)] = hybrid.query_gate.blocks(
-                hybrid.probe_view(queries, gen, asym.query_instruction), queries, teacher.encode_queries(queries)
-            )
-        del backbone, asym, hybrid
+            # the gate reads the queries' gen vectors and the teacher's view of them (as gen_hybrid does)
+            scores.setdefault(name, {})[str(dtype)] = scorer.scores_for(gen, queries, teacher.embed(queries))
+        del backbone, asym, scorer
     rows = []
     for name in sets:
         f32, bf16 = vectors[name]["torch.float32"], vectors[name]["torch.bfloat16"]
         c = cosines(f32, bf16)
-        gate = gated[name]
+        s32, s16 = scores[name]["torch.float32"], scores[name]["torch.bfloat16"]
         rows.append(
             {
                 "queries": name,
                 "n": len(c),
                 "gen cosine fp32 vs bf16: min": float(c.min()),
                 "mean": float(c.mean()),
-                "gate flags (fp32)": int(gate["torch.float32"].sum()),
-                "gate flags (bf16)": int(gate["torch.bfloat16"].sum()),
-                "gate decisions that differ": int((gate["torch.float32"] != gate["torch.bfloat16"]).sum()),
+                "gate flags (fp32)": int((s32 > threshold).sum()),
+                "gate flags (bf16)": int((s16 > threshold).sum()),
+                "gate decisions that differ": int(((s32 > threshold) != (s16 > threshold)).sum()),
+                "largest probe score change": float(np.abs(s32 - s16).max()),
+                "smallest distance to threshold (fp32)": float(np.abs(s32 - threshold).min()),
             }
         )
         typer.echo(rows[-1])

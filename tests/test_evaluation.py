@@ -34,6 +34,8 @@ def test_own_answer_ranks_by_hand():
     assert own_answer_ranks(predicted, targets).tolist() == [1, 1, 2, 3]
     # a collapsed prediction, level with every target, ranks last
     assert own_answer_ranks(np.ones((3, 2)), np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]), 1.5).tolist() == [3, 3, 3]
+    # so does a diverged one: NaN must never pass for a perfect score (rows 1 and 2 share a target)
+    assert own_answer_ranks(np.full((4, 2), np.nan), targets).tolist() == [4, 3, 3, 4]
 
 
 def test_ndcg_by_hand():

@@ -55,8 +55,11 @@ def test_reconstruction_targets_end_on_eos_only_where_the_answer_ends(qwen_tiny)
     tokenizer, eos = qwen_tiny.tokenizer, qwen_tiny.eos_token_ids[0]
     answer = "the sky is blue because of scattering"
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    assert reconstruction_ids(tokenizer, answer, eos, len(ids) + 1) == [*ids, eos]
-    assert reconstruction_ids(tokenizer, answer, eos, len(ids) - 2) == ids[:-2]  # cut: no stop taught
+    n = len(ids)
+    assert reconstruction_ids(tokenizer, answer, eos, n + 1, 40) == [*ids, eos]
+    assert reconstruction_ids(tokenizer, answer, eos, n - 2, 40) == ids[:-2]  # cut here: no stop taught
+    assert reconstruction_ids(tokenizer, answer, eos, n, 40) == ids  # no room for EOS: the first n tokens
+    assert reconstruction_ids(tokenizer, answer, eos, 64, n) == ids  # as long as the generation cap: cut there
 
 
 def test_reconstruction_loss_falls_when_the_soft_prompt_is_optimised(qwen_tiny):
@@ -423,7 +426,7 @@ def test_prefix_store_recomputes_when_the_queries_change(qwen_tiny, tmp_path):
     fresh = PrefixStore(enc, second, tmp_path / "fresh", chunk_size=4).build(show_progress=False)
     for got, want in zip(reused.entries, fresh.entries, strict=True):
         assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want, strict=True))
-    assert len(list(tmp_path.glob("chunk_*.safetensors"))) == 3  # chunk 2 reused, chunk 1 cached twice
+    assert len(list(tmp_path.glob("chunk_*.safetensors"))) == 2  # chunk 2 reused; chunk 1 replaced, not kept twice
 
 
 def test_prefix_store_recomputes_when_the_text_budget_changes(qwen_tiny, tmp_path):
@@ -527,3 +530,26 @@ def test_resume_needs_something_to_resume(tmp_path):
     check_something_to_resume(tmp_path / "old")
     write_run_config(TrainConfig(out=tmp_path / "new"))  # killed while generating: its caches go on
     check_something_to_resume(tmp_path / "new")
+
+
+def test_a_template_longer_than_the_prompt_budget_is_an_error_not_an_empty_question(qwen_tiny):
+    from ragsafe.model.chat import chat_prompts
+
+    with pytest.raises(ValueError, match="max_prompt_tokens"):
+        chat_prompts(qwen_tiny, ["what is rust"], "a long policy " * 40, max_tokens=20)
+
+
+def test_answers_cached_before_long_queries_were_cut_are_not_reused(qwen_tiny):
+    import hashlib
+
+    from ragsafe.train.generate import response_key
+
+    settings = GenerationSettings(max_prompt_tokens=60)
+
+    def plain_key(query: str) -> str:  # the key every cache was written with so far
+        payload = [qwen_tiny.identity(), "p", settings.to_dict(), query]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    assert response_key(qwen_tiny, "p", settings, "short") == plain_key("short")  # caches stay valid
+    long = " ".join(f"word{i}" for i in range(300))
+    assert response_key(qwen_tiny, "p", settings, long) != plain_key(long)

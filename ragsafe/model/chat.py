@@ -57,6 +57,11 @@ def chat_prompts(
     def length(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    if max_tokens is not None and queries and length(prompt("")) > max_tokens:
+        raise ValueError(
+            f"the chat template and system prompt alone take {length(prompt(''))} tokens, over the "
+            f"{max_tokens} a prompt may have: raise max_prompt_tokens or shorten the policy"
+        )
     out = []
     for query in queries:
         text = prompt(query)
@@ -65,11 +70,18 @@ def chat_prompts(
             keep = max(0, len(ids) - (length(text) - max_tokens))
             while True:  # decoding and re-tokenizing can merge or split a token at the cut
                 text = prompt(tokenizer.decode(ids[:keep]))
-                if keep == 0 or length(text) <= max_tokens:
+                over = length(text) - max_tokens
+                if keep == 0 or over <= 0:
                     break
-                keep -= 1
+                keep = max(0, keep - over)
         out.append(text)
     return out
+
+
+def prompt_fits(backbone: Backbone, query: str, system: str | None, max_tokens: int) -> bool:
+    """Whether the query's whole prompt fits in max_tokens (else `chat_prompts` cuts the query)."""
+    [text] = chat_prompts(backbone, [query], system)
+    return len(backbone.tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_tokens
 
 
 def chat_generate_ids(

@@ -45,6 +45,11 @@ class GenConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def text_budget(self) -> int:
+        """Tokens of a text kept in front of the special tokens (a longer text is cut on the right)."""
+        return self.max_length - self.num_tokens
+
 
 @dataclass
 class LensEntry:
@@ -83,8 +88,7 @@ class GenEncoder(nn.Module):
         return self.config.out_dim
 
     def tokenize(self, texts: list[str]) -> TextBatch:
-        budget = self.config.max_length - self.config.num_tokens
-        return tokenize_texts(self.backbone.tokenizer, texts, budget).to(self.backbone.device)
+        return tokenize_texts(self.backbone.tokenizer, texts, self.config.text_budget).to(self.backbone.device)
 
     def compression_states(self, batch: TextBatch, grad: bool = False) -> torch.Tensor:
         """Last-layer states at the K compression positions, (B, K, H) float32.

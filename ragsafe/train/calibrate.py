@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ragsafe.embedders.gen import mix_vectors
-from ragsafe.evaluation.metrics import own_answer_ranks
+from ragsafe.evaluation.metrics import DUPLICATE_COS, own_answer_ranks
 from ragsafe.retrieval import calibrate_threshold, probe_features
 from ragsafe.train.labels import label_of
 
@@ -101,18 +101,22 @@ def fit_harm_probe(
     return result
 
 
-def own_answer_mrr(predicted: np.ndarray, targets: np.ndarray) -> float:
+def own_answer_mrr(predicted: np.ndarray, targets: np.ndarray, duplicate_cos: float = DUPLICATE_COS) -> float:
     """MRR of each row's own target among all targets (rows of both: the same queries)."""
-    return float(np.mean(1.0 / own_answer_ranks(predicted, targets)))
+    return float(np.mean(1.0 / own_answer_ranks(predicted, targets, duplicate_cos)))
 
 
 def fit_query_mix(
-    gen_vectors: np.ndarray, teacher_vectors: np.ndarray, targets: np.ndarray, val_idx: Sequence[int]
+    gen_vectors: np.ndarray,
+    teacher_vectors: np.ndarray,
+    targets: np.ndarray,
+    val_idx: Sequence[int],
+    duplicate_cos: float = DUPLICATE_COS,
 ) -> dict:
     if not len(val_idx):
         raise ValueError("fit_query_mix: no validation queries")
     g, t, y = gen_vectors[list(val_idx)], teacher_vectors[list(val_idx)], targets[list(val_idx)]
-    curve = {b: own_answer_mrr(mix_vectors(g, t, b), y) for b in MIX_GRID}
+    curve = {b: own_answer_mrr(mix_vectors(g, t, b), y, duplicate_cos) for b in MIX_GRID}
     best = max(curve, key=lambda b: (curve[b], -b))  # ties: the smaller share of the query
     return {
         "beta": best,
@@ -133,8 +137,11 @@ def calibrate(
     val_idx: Sequence[int],
     extra_negatives: tuple[np.ndarray, np.ndarray] | None = None,
     extra_val_every: int = 10,
+    duplicate_cos: float = DUPLICATE_COS,
 ) -> dict:
     """{"safety": harm probe, "query_mix": β}, both from the training split only.
+
+    duplicate_cos: answers this close count as one when β is chosen (the trainer's own setting).
 
     extra_negatives: (gen, teacher-on-query) vectors of benign queries that are not training
     examples (the benign refusals left out of the targets); probe negatives only, every
@@ -154,7 +161,7 @@ def calibrate(
         labels = np.concatenate([labels, np.zeros(len(extra), dtype=labels.dtype)])
     return {
         "safety": fit_harm_probe(features, labels, probe_train, probe_val) | {"features": "gen+teacher"},
-        "query_mix": fit_query_mix(gen_vectors, teacher_query_vectors, targets, val_idx),
+        "query_mix": fit_query_mix(gen_vectors, teacher_query_vectors, targets, val_idx, duplicate_cos),
     }
 
 

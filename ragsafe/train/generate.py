@@ -1,7 +1,8 @@
 """The backbone answers unlabeled queries under a response policy; answers go to a resumable JSONL cache.
 
-Each row is keyed by sha256(backbone fingerprint, policy, generation settings, query), so changing
-any of them makes new rows instead of silently reusing old ones. Rows are appended and fsync'ed one
+Each row is keyed by sha256(backbone fingerprint, policy, generation settings, query, and a mark where
+the query is cut to fit the prompt), so changing any of them makes new rows instead of silently
+reusing old ones. Rows are appended and fsync'ed one
 batch at a time: a killed run loses at most the batch in flight, and a torn last line is ignored and
 rewritten on the next run. Reading deduplicates by key, so no row is ever counted twice.
 """
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ragsafe.model.backbone import Backbone
-from ragsafe.model.chat import GenerationSettings, chat_generate
+from ragsafe.model.chat import GenerationSettings, chat_generate, prompt_fits
 from ragsafe.progress import make_progress
 
 # Chosen with benchmarks/response_policy.py on samples of the training pools: the default Qwen coder
@@ -39,8 +40,11 @@ def looks_like_refusal(response: str) -> bool:
 
 
 def response_key(backbone: Backbone, policy: str | None, settings: GenerationSettings, query: str) -> str:
-    payload = json.dumps([backbone.identity(), policy or "", settings.to_dict(), query], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    payload = [backbone.identity(), policy or "", settings.to_dict(), query]
+    if not prompt_fits(backbone, query, policy, settings.max_prompt_tokens):
+        # answers cached before the query itself was cut came from prompts without the assistant header
+        payload.append("query cut to fit")
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def read_cache(path: Path) -> dict[str, dict]:

@@ -50,14 +50,17 @@ class PrefixStore:
                     tmp = path.with_suffix(".tmp")
                     save_file(tensors, str(tmp))
                     tmp.replace(path)
+                    for stale in self.folder.glob(f"chunk_{start:07d}_*.safetensors"):  # other texts or settings
+                        if stale != path:
+                            stale.unlink()
                 self.entries.extend(_split(tensors, len(texts)))
                 progress.advance(task, len(texts))
         return self
 
     def _digest(self, texts: list[str]) -> str:
         # and whatever else changes the stored states: the dtype and how much of a text is kept
-        budget = self.encoder.config.max_length - self.encoder.config.num_tokens
-        payload = json.dumps([self.encoder.backbone.identity(), str(self.encoder.backbone.dtype), budget, texts])
+        backbone, budget = self.encoder.backbone, self.encoder.config.text_budget
+        payload = json.dumps([backbone.identity(), str(backbone.dtype), budget, texts])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def _compute(self, texts: list[str]) -> dict[str, torch.Tensor]:

@@ -173,11 +173,15 @@ def make_loss(cfg: TrainConfig):
     return loss_fn
 
 
-def reconstruction_ids(tokenizer, response: str, eos: int, limit: int) -> list[int]:
+def reconstruction_ids(tokenizer, response: str, eos: int, limit: int, generated_cap: int) -> list[int]:
     """The answer's token ids the decoder learns from the soft prompt: at most `limit`, ending on EOS
-    only where the answer really ends there (a cut answer taught to stop would learn to stop early)."""
+    only where the answer ended by itself (a cut answer taught to stop would learn to stop early).
+
+    An answer as long as the generation cap (`generated_cap` new tokens) is taken as cut there."""
     ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    return ids[:limit] if len(ids) >= limit else [*ids, eos]
+    if len(ids) >= min(limit, generated_cap):
+        return ids[:limit]
+    return [*ids, eos]
 
 
 @torch.no_grad()
@@ -318,8 +322,9 @@ class Trainer:
         self.targets = torch.from_numpy(self.examples.targets).to(self.backbone.device)
         tokenizer = self.backbone.tokenizer
         eos = self.backbone.eos_token_ids[0]
+        cap = self.cfg.generation.max_new_tokens
         self.response_ids = [
-            reconstruction_ids(tokenizer, r, eos, self.cfg.recon_tokens) for r in self.examples.responses
+            reconstruction_ids(tokenizer, r, eos, self.cfg.recon_tokens, cap) for r in self.examples.responses
         ]
         ex = self.examples
         baseline = self.teacher.embed([ex.queries[i].text for i in ex.val_idx])
@@ -427,11 +432,12 @@ class Trainer:
         progress = {"step": step, "history": self.history, "wall_seconds": self.wall_seconds(), "saved": saved}
         if best is not None:
             if best.get("saved") is None:  # a new best: written once, under a name no other save used
-                best["saved"] = f"best-{best['step']:06d}-{time.time_ns():x}.safetensors"
+                name = f"best-{best['step']:06d}-{time.time_ns():x}.safetensors"
                 save_file(
                     {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}, str(folder / "best.tmp")
                 )
-                (folder / "best.tmp").replace(folder / best["saved"])
+                (folder / "best.tmp").replace(folder / name)
+                best["saved"] = name
             progress["best"] = {"step": best["step"], "val_mrr": best["metrics"]["val_mrr"], "saved": best["saved"]}
         (folder / "progress.json.tmp").write_text(json.dumps(progress, indent=2))
         (folder / "progress.json.tmp").replace(folder / "progress.json")
@@ -573,7 +579,17 @@ class Trainer:
         teacher_q = self.teacher.embed([q.text for q in ex.queries])
         sources = [q.source for q in ex.queries]
         extra = left_out_vectors(self.encoder, self.teacher, ex, self.instructions.get("query"))
-        return calibrate(e.cpu().numpy(), teacher_q, ex.targets, sources, ex.refused, ex.train_idx, ex.val_idx, extra)
+        return calibrate(
+            e.cpu().numpy(),
+            teacher_q,
+            ex.targets,
+            sources,
+            ex.refused,
+            ex.train_idx,
+            ex.val_idx,
+            extra,
+            duplicate_cos=self.cfg.duplicate_threshold,
+        )
 
     # ---------------------------------------------------------------- all
     def run(self, resume: bool = False) -> Path:
@@ -694,7 +710,17 @@ def recalibrate(
     teacher_q = teacher.embed([q.text for q in ex.queries])
     extra = left_out_vectors(encoder, teacher, ex, instruction)
     sources = [q.source for q in ex.queries]
-    fitted = calibrate(gen, teacher_q, ex.targets, sources, ex.refused, ex.train_idx, ex.val_idx, extra)
+    fitted = calibrate(
+        gen,
+        teacher_q,
+        ex.targets,
+        sources,
+        ex.refused,
+        ex.train_idx,
+        ex.val_idx,
+        extra,
+        duplicate_cos=cfg.duplicate_threshold,
+    )
     if fitted["safety"].get("direction") is None and (config.get("safety") or {}).get("refusal_centroid"):
         fitted["safety"] = config["safety"]  # one label class only: keep the older calibration rather than none
     config.update(fitted)
