@@ -576,19 +576,13 @@ class Trainer:
                     for i in range(0, len(everything), 256)
                 ]
             )
-        teacher_q = self.teacher.embed([q.text for q in ex.queries])
-        sources = [q.source for q in ex.queries]
-        extra = left_out_vectors(self.encoder, self.teacher, ex, self.instructions.get("query"))
-        return calibrate(
+        return calibrate_examples(
             e.cpu().numpy(),
-            teacher_q,
-            ex.targets,
-            sources,
-            ex.refused,
-            ex.train_idx,
-            ex.val_idx,
-            extra,
-            duplicate_cos=self.cfg.duplicate_threshold,
+            self.encoder,
+            self.teacher,
+            ex,
+            self.instructions.get("query"),
+            self.cfg.duplicate_threshold,
         )
 
     # ---------------------------------------------------------------- all
@@ -640,6 +634,29 @@ class Trainer:
             save_checkpoint(self.encoder, out, extra=extra)
             (self.cfg.out / "history.json").write_text(json.dumps(self.history, indent=1))
         return out
+
+
+def calibrate_examples(
+    gen_vectors: np.ndarray,
+    encoder: GenEncoder,
+    teacher: TeacherEmbedder,
+    ex: Examples,
+    instruction: str | None,
+    duplicate_cos: float,
+) -> dict:
+    """`calibrate` on a run's examples: their gen vectors, the teacher's view of their queries, and the
+    benign refusals left out of the targets as extra probe negatives."""
+    return calibrate(
+        gen_vectors,
+        teacher.embed([q.text for q in ex.queries]),
+        ex.targets,
+        [q.source for q in ex.queries],
+        ex.refused,
+        ex.train_idx,
+        ex.val_idx,
+        left_out_vectors(encoder, teacher, ex, instruction),
+        duplicate_cos=duplicate_cos,
+    )
 
 
 def left_out_vectors(
@@ -707,20 +724,7 @@ def recalibrate(
     # the instruction the checkpoint embeds queries with at inference, whatever the pack says today
     instruction = (config.get("instructions") or {}).get("query", QUERY_INSTRUCTION)  # as GenEmbedder.load reads it
     gen = encoder.encode([q.text for q in ex.queries], instruction, batch_size=32, show_progress=True)
-    teacher_q = teacher.embed([q.text for q in ex.queries])
-    extra = left_out_vectors(encoder, teacher, ex, instruction)
-    sources = [q.source for q in ex.queries]
-    fitted = calibrate(
-        gen,
-        teacher_q,
-        ex.targets,
-        sources,
-        ex.refused,
-        ex.train_idx,
-        ex.val_idx,
-        extra,
-        duplicate_cos=cfg.duplicate_threshold,
-    )
+    fitted = calibrate_examples(gen, encoder, teacher, ex, instruction, cfg.duplicate_threshold)
     if fitted["safety"].get("direction") is None and (config.get("safety") or {}).get("refusal_centroid"):
         fitted["safety"] = config["safety"]  # one label class only: keep the older calibration rather than none
     config.update(fitted)
