@@ -57,23 +57,22 @@ def chat_prompts(
     def length(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    if max_tokens is not None and queries and length(prompt("")) > max_tokens:
+    if max_tokens is not None and queries and (bare := length(prompt(""))) > max_tokens:
         raise ValueError(
-            f"the chat template and system prompt alone take {length(prompt(''))} tokens, over the "
-            f"{max_tokens} a prompt may have: raise max_prompt_tokens or shorten the policy"
+            f"the chat template and system prompt alone take {bare} tokens, over the {max_tokens} a prompt "
+            "may have: raise max_prompt_tokens or shorten the policy"
         )
     out = []
     for query in queries:
         text = prompt(query)
-        if max_tokens is not None and length(text) > max_tokens:
+        over = 0 if max_tokens is None else length(text) - max_tokens
+        if over > 0:
             ids = tokenizer(query, add_special_tokens=False)["input_ids"]
-            keep = max(0, len(ids) - (length(text) - max_tokens))
-            while True:  # decoding and re-tokenizing can merge or split a token at the cut
+            keep = len(ids)
+            while over > 0 and keep > 0:  # decoding and re-tokenizing can merge or split a token at the cut
+                keep = max(0, keep - over)
                 text = prompt(tokenizer.decode(ids[:keep]))
                 over = length(text) - max_tokens
-                if keep == 0 or over <= 0:
-                    break
-                keep = max(0, keep - over)
         out.append(text)
     return out
 
