@@ -159,6 +159,11 @@ def train(
         None, help="Stop stage 2 after this many minutes (> 0; the state is saved)."
     ),
     init_from: str | None = typer.Option(None, help="Start from a checkpoint ('default': the shipped one)."),
+    query_instructions: str | None = typer.Option(
+        None,
+        help="Train under varied instructions: a pool file (JSON list) or a shipped pool's name (varied); "
+        'each query gets one of them ("" = the bare query). Default: the pack\'s one query instruction.',
+    ),
     label_targets: bool = typer.Option(
         True,
         "--label-targets/--raw-targets",
@@ -173,12 +178,17 @@ def train(
     from dataclasses import replace
 
     from ragsafe.train.config import TrainConfig, check_resume, check_something_to_resume, read_run_config
+    from ragsafe.train.instruction_pool import InstructionPoolError, read_instruction_pool
     from ragsafe.train.trainer import Trainer, describe
 
     if domain and queries:
         raise typer.BadParameter("give --domain or --queries, not both")
     _check_positive(lr, "--lr")
     _check_positive(max_minutes, "--max-minutes")
+    try:
+        pool = read_instruction_pool(query_instructions) if query_instructions else []
+    except InstructionPoolError as err:
+        raise typer.BadParameter(str(err), param_hint="--query-instructions") from err
     cfg = TrainConfig(
         out=out,
         domain=None if queries else (domain or "default"),
@@ -198,6 +208,7 @@ def train(
         max_minutes=max_minutes,
         init_from=init_from,
         label_targets=label_targets,
+        query_instructions=pool,
     )
     cfg.generation = replace(cfg.generation, max_new_tokens=max_new_tokens)
     if no_policy:

@@ -219,6 +219,9 @@ def test_train_names_what_is_wrong_with_a_pack_or_a_query_file(tmp_path, monkeyp
     one_line_error(bad, "Only 0 usable training queries", "skipped 3 record(s)", "bad.jsonl:2 is a list")
     (tmp_path / "excel.csv").write_bytes("\ufeffquestion\nhow do tides work\n".encode())
     one_line_error(runner.invoke(app, ["train", "--queries", str(tmp_path / "excel.csv"), *out]), "Only 1 usable")
+    pool = ["train", "--query-instructions"]
+    one_line_error(runner.invoke(app, [*pool, "nosuch", *out]), "No instruction pool 'nosuch'", "varied", code=2)
+    one_line_error(runner.invoke(app, [*pool, str(tmp_path / "list.json"), *out]), "list of strings", code=2)
 
 
 def test_train_shows_skipped_records_as_one_line_and_goes_on(tmp_path, monkeypatch):

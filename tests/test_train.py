@@ -415,6 +415,49 @@ def test_a_run_can_start_from_a_checkpoint(qwen_tiny, teacher, tmp_path):
         assert torch.equal(value, load_checkpoint(second, qwen_tiny).state_dict()[name])
 
 
+def test_varied_instructions_prefix_each_query_with_one_drawn_from_the_pool(qwen_tiny, teacher, tmp_path):
+    from ragsafe.train.instruction_pool import read_instruction_pool
+    from ragsafe.train.trainer import student_texts
+
+    texts = [f"tell me about item {i}" for i in range(40)]
+    one = student_texts(texts, "Answer:", [], seed=0)
+    assert one == [f"Answer: {t}" for t in texts]
+    pool = ["", "Find it:", "Say it:"]
+    varied = student_texts(texts, "Answer:", pool, seed=0)
+    assert varied == student_texts(texts, "Answer:", pool, seed=0)  # one draw per query, reproducible
+    assert varied != student_texts(texts, "Answer:", pool, seed=1)
+    used = {s[: -len(t)].strip() for s, t in zip(varied, texts, strict=True)}
+    assert used == set(pool) and varied.count(texts[0]) <= 1 and "Answer:" not in used
+
+    cfg = small_config(tmp_path, texts[:12], head_steps=0, steps=0, query_instructions=read_instruction_pool("varied"))
+    plain = Trainer(small_config(tmp_path / "plain", texts[:12], head_steps=0, steps=0), qwen_tiny, teacher)
+    plain.prepare()
+    trainer = Trainer(cfg, qwen_tiny, teacher)
+    trainer.prepare()
+    ex = trainer.examples
+    assert ex.val_idx == plain.examples.val_idx  # the split does not depend on the instructions
+    assert len({s[: -len(q.text)] for s, q in zip(ex.student_texts, ex.queries, strict=True)}) > 2
+    config = json.loads((trainer.run() / "config.json").read_text())
+    assert config["instructions"]["query"] == plain.instructions["query"]  # still what it embeds with
+
+
+def test_instruction_pools_are_read_or_refused_by_name(tmp_path):
+    from ragsafe.train.instruction_pool import InstructionPoolError, read_instruction_pool
+
+    shipped = read_instruction_pool("varied")
+    assert "" in shipped and len(set(shipped)) >= 5
+    (tmp_path / "bare.json").write_text(json.dumps(["Find:", " "]))
+    assert read_instruction_pool(tmp_path / "bare.json") == ["Find:", ""]
+    for text, why in [("{", "not valid JSON"), ("[]", "non-empty list"), ('{"instructions": [3]}', "strings")]:
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(InstructionPoolError, match=why):
+            read_instruction_pool(tmp_path / "bad.json")
+    with pytest.raises(InstructionPoolError, match="shipped pools"):
+        read_instruction_pool(tmp_path / "none.json")
+    with pytest.raises(ValueError, match="query_instructions as strings"):
+        TrainConfig(query_instructions=[None])
+
+
 def test_prefix_store_recomputes_when_the_queries_change(qwen_tiny, tmp_path):
     from ragsafe.train.prefix_store import PrefixStore
 

@@ -64,6 +64,11 @@ class TrainConfig:
     keep_best: bool = True
     prefix_chunk: int | None = None  # queries per cached-prefix file; None: 16 on CPU, 128 on a GPU
     instructions: dict[str, str] = field(default_factory=dict)
+    # train under varied instructions: each query is prefixed by one of these, drawn once by the seed
+    # ("" for the bare query), so a task instruction at inference is not text the tokens never saw
+    # (the paper trains on raw prompts). Empty: every query carries the pack's one query instruction,
+    # which stays what the checkpoint embeds with by default either way.
+    query_instructions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # here, not only in the CLI: a config built in Python must not start an hour-long run on a bad count
@@ -84,6 +89,8 @@ class TrainConfig:
             bad.append(f"max_minutes > 0 or None (got {self.max_minutes})")
         if not 0 < self.val_fraction < 1:
             bad.append(f"0 < val_fraction < 1 (got {self.val_fraction})")
+        if not all(isinstance(i, str) for i in self.query_instructions):
+            bad.append(f"query_instructions as strings (got {self.query_instructions!r})")
         if bad:
             raise ValueError(f"training config: need {'; '.join(bad)}")
 

@@ -148,12 +148,20 @@ def prepare_examples(
     order = list(range(len(queries)))
     random.Random(cfg.seed).shuffle(order)
     n_val = max(2, int(round(cfg.val_fraction * len(order))))
-    prefix = instructions.get("query")
-    student = [f"{prefix} {q.text}" if prefix else q.text for q in queries]
+    student = student_texts([q.text for q in queries], instructions.get("query"), cfg.query_instructions, cfg.seed)
     counts["empty responses dropped"] = len(rows) - len(keep)
     train_idx, val_idx = sorted(order[n_val:]), sorted(order[:n_val])
     ex = Examples(queries, responses, refused, targets, student, train_idx, val_idx, counts, left_out)
     return ex, instructions
+
+
+def student_texts(texts: list[str], instruction: str | None, pool: list[str], seed: int) -> list[str]:
+    """Each query as the student reads it: behind the one instruction, or behind one drawn from `pool`.
+
+    One draw per query for the whole run: its prefix is computed once and cached."""
+    rng = random.Random(f"instructions-{seed}")  # its own stream: the split's shuffle stays as it was
+    chosen = [rng.choice(pool) for _ in texts] if pool else [instruction] * len(texts)
+    return [f"{i} {t}" if i else t for i, t in zip(chosen, texts, strict=True)]  # as GenEncoder.encode joins them
 
 
 def lr_at(step: int, total: int, warmup: int) -> float:
