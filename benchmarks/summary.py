@@ -19,6 +19,7 @@ ORDER = [
     "general",
     "general_int8",
     "general_own_instruction",
+    "instructions",
     "query_mix",
     "medical",
     "safety_filter",
