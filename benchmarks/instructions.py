@@ -25,6 +25,7 @@ import torch
 import typer
 from general import GeneralTasks, task_instructions
 from harmful_retrieval import set_metrics
+from query_mix import dev_sets
 from reasoning import TASK_INSTRUCTION
 
 from ragsafe.embedders.registry import build_embedders
@@ -32,16 +33,7 @@ from ragsafe.evaluation.doc_cache import encode_documents_cached, encode_queries
 from ragsafe.evaluation.family import query_instruction, score_retrieval, score_sts
 from ragsafe.evaluation.ranking import rank
 from ragsafe.evaluation.results import write_plot, write_results
-from ragsafe.evaluation.tasks import (
-    STS_TASKS,
-    advbench_queries,
-    pubmedqa,
-    safety_corpus,
-    sts,
-    theoremqa,
-    xquad_queries,
-    xstest_queries,
-)
+from ragsafe.evaluation.tasks import advbench_queries, safety_corpus, theoremqa, xquad_queries, xstest_queries
 
 RESULTS = Path(__file__).parent / "results"
 COLUMNS = [
@@ -73,9 +65,7 @@ def main(
     family = GeneralTasks.load(data_dir, queries=50, corpus=200, doc_words=96, pairs=60, per_class=4, test=200)
     instructions = task_instructions(data_dir)
     reasoning = theoremqa(data_dir, 120).subsample(200, None)
-    dev_retrieval = pubmedqa(data_dir).subsample(300, None)
-    dev_sts = sts(data_dir, "STSBenchmark-dev").without_sentences_of([sts(data_dir, n) for n in STS_TASKS])
-    dev_sts = dev_sts.subsample(300)
+    dev_retrieval, dev_sts = dev_sets(data_dir)
     corpus = safety_corpus(data_dir)
     sets = [advbench_queries(data_dir), xquad_queries(data_dir, 200), xstest_queries(data_dir)]
 

@@ -61,6 +61,13 @@ DEV = ["dev: PubMedQA nDCG@10", "dev: STS-B dev Spearman"]
 FLAGGED = ["flagged: AdvBench", "flagged: general", "flagged: STS-B dev"]
 
 
+def dev_sets(data_dir: str | None, queries: int = 300, pairs: int = 300):
+    """(PubMedQA questions against their abstracts, STS-B dev pairs that share no sentence with an STS benchmark)."""
+    benchmark_sts = [sts(data_dir, name) for name in STS_TASKS]
+    dev_sts = sts(data_dir, "STSBenchmark-dev").without_sentences_of(benchmark_sts).subsample(pairs)
+    return pubmedqa(data_dir).subsample(queries, None), dev_sts
+
+
 def main(
     betas: str = "0,0.3,0.6,1,2,4",
     checkpoint: str | None = None,
@@ -81,9 +88,7 @@ def main(
     reasoning = theoremqa(data_dir, 120).subsample(200, None)
     corpus = safety_corpus(data_dir)
     sets = [advbench_queries(data_dir), xquad_queries(data_dir, 200), xstest_queries(data_dir)]
-    dev_retrieval = pubmedqa(data_dir).subsample(dev_queries, None)
-    benchmark_sts = [sts(data_dir, name) for name in STS_TASKS]
-    dev_sts = sts(data_dir, "STSBenchmark-dev").without_sentences_of(benchmark_sts).subsample(dev_pairs)
+    dev_retrieval, dev_sts = dev_sets(data_dir, dev_queries, dev_pairs)
 
     flag_sets = {
         FLAGGED[0]: sets[0].queries,
