@@ -18,15 +18,12 @@ import typer
 
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.registry import build_embedders
+from ragsafe.evaluation.metrics import pair_cosines
 from ragsafe.evaluation.results import write_results
 from ragsafe.evaluation.tasks import advbench_queries, xquad_queries
 from ragsafe.model.backbone import load_backbone
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def main(per_set: int = 25, data_dir: str | None = None, threads: int = 2) -> None:
@@ -50,7 +47,7 @@ def main(per_set: int = 25, data_dir: str | None = None, threads: int = 2) -> No
     rows = []
     for name in sets:
         f32, bf16 = vectors[name]["torch.float32"], vectors[name]["torch.bfloat16"]
-        c = cosines(f32, bf16)
+        c = pair_cosines(f32, bf16)
         s32, s16 = scores[name]["torch.float32"], scores[name]["torch.bfloat16"]
         rows.append(
             {

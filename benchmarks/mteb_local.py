@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from ragsafe.datadir import data_file  # noqa: E402
 from ragsafe.embedders.base import Embedder  # noqa: E402
-from ragsafe.evaluation.metrics import spearman  # noqa: E402
+from ragsafe.evaluation.metrics import pair_cosines, spearman  # noqa: E402
 from ragsafe.evaluation.results import write_results  # noqa: E402
 from ragsafe.evaluation.tasks import sts  # noqa: E402
 
@@ -160,12 +160,6 @@ def biosses_task(data_dir: str | Path | None) -> tuple[BiossesLocal, str]:
     return task, hashlib.sha256(raw).hexdigest()[:16]
 
 
-def cosine_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(min=1e-12)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(min=1e-12)
-    return (a * b).sum(axis=1)
-
-
 def evaluate_sts(embedder: Embedder, task: LocalSTSTask) -> dict[str, Any]:
     """Run `mteb.evaluate` and recompute Spearman on the vectors it got; one results row."""
     encoder = RagsafeEncoder(embedder)
@@ -178,7 +172,7 @@ def evaluate_sts(embedder: Embedder, task: LocalSTSTask) -> dict[str, Any]:
     main_score = float(task_result.get_score())
     if len(encoder.encoded) != 2:
         raise RuntimeError(f"expected 2 encode calls (sentence1, sentence2), got {len(encoder.encoded)}")
-    ours = spearman(cosine_pairs(*encoder.encoded).tolist(), task.pairs["score"])
+    ours = spearman(pair_cosines(*encoder.encoded).tolist(), task.pairs["score"])
     return {
         "embedder": embedder.name,
         "dim": embedder.dim,

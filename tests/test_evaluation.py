@@ -6,7 +6,16 @@ import pytest
 
 from ragsafe.datadir import DataError, data_file
 from ragsafe.evaluation.doc_cache import encode_documents_cached
-from ragsafe.evaluation.metrics import any_hit_at_k, hit_rate_at_k, mrr, ndcg_at_k, own_answer_ranks, spearman, top_k
+from ragsafe.evaluation.metrics import (
+    any_hit_at_k,
+    hit_rate_at_k,
+    mrr,
+    ndcg_at_k,
+    own_answer_ranks,
+    pair_cosines,
+    spearman,
+    top_k,
+)
 
 RANKED = [["a", "b", "c"], ["x", "y", "a"]]
 
@@ -45,6 +54,13 @@ def test_ndcg_by_hand():
     assert ndcg_at_k([RANKED[0]], [{"b": 2, "c": 1}], 10) == pytest.approx(dcg / idcg)
     assert ndcg_at_k([RANKED[0]], [{"zz": 1}], 10) == 0.0
     assert ndcg_at_k([["b", "c"]], [{"b": 2, "c": 1}], 10) == pytest.approx(1.0)
+
+
+def test_pair_cosines_by_hand():
+    a = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]])
+    b = np.array([[6.0, 8.0], [0.0, 2.0], [1.0, 1.0]])
+    assert pair_cosines(a, b) == pytest.approx([1.0, 0.0, 0.0])  # an all-zero row: 0, not NaN
+    assert pair_cosines(a[:1], -b[:1]) == pytest.approx([-1.0])
 
 
 def test_spearman():

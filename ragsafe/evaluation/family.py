@@ -11,12 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from ragsafe.embedders.base import Embedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.evaluation.doc_cache import encode_documents_cached, encode_queries_cached
-from ragsafe.evaluation.metrics import logistic_accuracy, ndcg_at_k, spearman
+from ragsafe.evaluation.metrics import logistic_accuracy, ndcg_at_k, pair_cosines, spearman
 from ragsafe.evaluation.ranking import rank
 from ragsafe.evaluation.tasks import ClassificationTask, PairTask, RetrievalTask
 
@@ -55,17 +53,12 @@ def score_retrieval(
     }
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def score_sts(emb: Embedder, task: PairTask, cache: Path | None) -> dict:
     """Spearman of the pair cosines against the gold scores; both sentences are embedded as queries
     (a symmetric task: neither side is a document)."""
     vectors, seconds = encode_queries_cached(emb, task.first + task.second, cache)
-    a, b = _unit(vectors[: len(task.first)]), _unit(vectors[len(task.first) :])
     return {
-        "metric": spearman((a * b).sum(axis=1), task.scores),
+        "metric": spearman(pair_cosines(vectors[: len(task.first)], vectors[len(task.first) :]), task.scores),
         "queries": len(task.scores),
         "ms/query": 1000 * seconds / max(1, 2 * len(task.scores)),
         "ms/doc": None,

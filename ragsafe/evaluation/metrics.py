@@ -58,6 +58,16 @@ def ndcg_at_k(ranked: Sequence[Sequence], qrels: Sequence[dict], k: int = 10) ->
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (an all-zero row stays zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def pair_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine of each row of `a` with the same row of `b`."""
+    return (unit_rows(a) * unit_rows(b)).sum(axis=1)
+
+
 def spearman(predicted: Sequence[float], gold: Sequence[float]) -> float:
     return float(spearmanr(predicted, gold).statistic)
 
@@ -68,11 +78,8 @@ def logistic_accuracy(
     """Accuracy of a logistic regression fitted on L2-normalised training embeddings (MTEB's protocol)."""
     from sklearn.linear_model import LogisticRegression
 
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-    model = LogisticRegression(max_iter=1000, random_state=seed).fit(unit(train_x), list(train_y))
-    return float(np.mean(model.predict(unit(test_x)) == np.asarray(list(test_y))))
+    model = LogisticRegression(max_iter=1000, random_state=seed).fit(unit_rows(train_x), list(train_y))
+    return float(np.mean(model.predict(unit_rows(test_x)) == np.asarray(list(test_y))))
 
 
 # Two answers this close are the same answer (most often the backbone's stock refusal, 15 % of the
@@ -87,8 +94,7 @@ def own_answer_ranks(predicted: np.ndarray, targets: np.ndarray, duplicate_cos: 
     target that scores level with the own one counts against it, so a collapsed embedding, level
     with everything, ranks last instead of first; so does a row whose scores are not finite.
     """
-    p = predicted / np.maximum(np.linalg.norm(predicted, axis=1, keepdims=True), 1e-12)
-    t = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
+    p, t = unit_rows(predicted), unit_rows(targets)
     scores = p @ t.T
     with np.errstate(invalid="ignore"):  # NaN compares False both ways: "not below" puts it ahead
         ahead = ~(scores < np.diag(scores)[:, None]) & ~((t @ t.T) > duplicate_cos)
