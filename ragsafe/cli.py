@@ -178,7 +178,7 @@ def train(
     from dataclasses import replace
 
     from ragsafe.train.config import TrainConfig, check_resume, check_something_to_resume, read_run_config
-    from ragsafe.train.instruction_pool import InstructionPoolError, read_instruction_pool
+    from ragsafe.train.domains import InstructionPoolError, read_instruction_pool
     from ragsafe.train.trainer import Trainer, describe
 
     if domain and queries:

@@ -220,7 +220,8 @@ def test_train_names_what_is_wrong_with_a_pack_or_a_query_file(tmp_path, monkeyp
     (tmp_path / "excel.csv").write_bytes("\ufeffquestion\nhow do tides work\n".encode())
     one_line_error(runner.invoke(app, ["train", "--queries", str(tmp_path / "excel.csv"), *out]), "Only 1 usable")
     pool = ["train", "--query-instructions"]
-    one_line_error(runner.invoke(app, [*pool, "nosuch", *out]), "No instruction pool 'nosuch'", "varied", code=2)
+    unknown = runner.invoke(app, [*pool, "nosuch", *out])
+    one_line_error(unknown, "Unknown instruction pool 'nosuch'", "Known: varied", code=2)
     one_line_error(runner.invoke(app, [*pool, str(tmp_path / "list.json"), *out]), "list of strings", code=2)
 
 

@@ -416,7 +416,7 @@ def test_a_run_can_start_from_a_checkpoint(qwen_tiny, teacher, tmp_path):
 
 
 def test_varied_instructions_prefix_each_query_with_one_drawn_from_the_pool(qwen_tiny, teacher, tmp_path):
-    from ragsafe.train.instruction_pool import read_instruction_pool
+    from ragsafe.train.domains import read_instruction_pool
     from ragsafe.train.trainer import student_texts
 
     texts = [f"tell me about item {i}" for i in range(40)]
@@ -442,7 +442,7 @@ def test_varied_instructions_prefix_each_query_with_one_drawn_from_the_pool(qwen
 
 
 def test_instruction_pools_are_read_or_refused_by_name(tmp_path):
-    from ragsafe.train.instruction_pool import InstructionPoolError, read_instruction_pool
+    from ragsafe.train.domains import InstructionPoolError, read_instruction_pool
 
     shipped = read_instruction_pool("varied")
     assert "" in shipped and len(set(shipped)) >= 5
@@ -452,8 +452,10 @@ def test_instruction_pools_are_read_or_refused_by_name(tmp_path):
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(InstructionPoolError, match=why):
             read_instruction_pool(tmp_path / "bad.json")
-    with pytest.raises(InstructionPoolError, match="shipped pools"):
+    with pytest.raises(InstructionPoolError, match="none.json does not exist"):
         read_instruction_pool(tmp_path / "none.json")
+    with pytest.raises(InstructionPoolError, match="Unknown instruction pool 'nosuch'. Known: varied"):
+        read_instruction_pool("nosuch")
     with pytest.raises(ValueError, match="query_instructions as strings"):
         TrainConfig(query_instructions=[None])
 

@@ -1,5 +1,6 @@
 """Domain packs: which unlabeled queries, which retrieval instructions and which evaluation set make a
 domain. A pack is a JSON file in `corpora/domains/` (or any path), so a team adds its own without code.
+Instruction pools (`corpora/instructions/`), the instructions to train under, are read here too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from ragsafe.train.queries import Query, deduplicate, exclude_held_out, json_kin
 PACK_DIR = Path(__file__).resolve().parents[2] / "corpora" / "domains"
 # the harm probe's pack (source_probe.py): here, so the CLI can check it without importing torch
 PROBE_PACK = PACK_DIR.parent / "probes" / "harm_probe_pack.json"
+# instruction pools for training under varied instructions (read_instruction_pool)
+POOL_DIR = PACK_DIR.parent / "instructions"
 
 
 class DomainError(ValueError):
@@ -58,18 +61,53 @@ def check_keys(raw: dict, known: set[str], where: str) -> None:
 
 def pack_path(name_or_path: str) -> Path:
     """The pack file a --domain/--pack value names: a file, or the stem of one in corpora/domains."""
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path
-    if path.suffix == ".json" or len(path.parts) > 1:  # meant as a file, not as a pack's name
-        raise DomainError(f"Domain pack file {path} does not exist.")
-    if (PACK_DIR / f"{name_or_path}.json").is_file():
-        return PACK_DIR / f"{name_or_path}.json"
-    raise DomainError(f"Unknown domain '{name_or_path}'. Known: {', '.join(known_packs())}; or pass a pack file.")
+    return shipped_or_file(name_or_path, PACK_DIR, "Domain pack", "domain", DomainError)
 
 
 def known_packs() -> list[str]:
-    return sorted(p.stem for p in PACK_DIR.glob("*.json"))
+    return shipped_names(PACK_DIR)
+
+
+def shipped_names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+def shipped_or_file(name_or_path: str | Path, folder: Path, kind: str, noun: str, error: type[ValueError]) -> Path:
+    """A file, or the stem of a JSON file shipped in `folder`; else `error` naming the shipped ones."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    if path.suffix == ".json" or len(path.parts) > 1:  # meant as a file, not as a shipped one's name
+        raise error(f"{kind} file {path} does not exist.")
+    if (folder / f"{name_or_path}.json").is_file():
+        return folder / f"{name_or_path}.json"
+    known = ", ".join(shipped_names(folder))
+    raise error(f"Unknown {noun} '{name_or_path}'. Known: {known}; or pass a file.")
+
+
+def read_json_file(path: Path, kind: str, error: type[ValueError]) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{kind} {path} is not valid JSON: {err}") from err
+
+
+class InstructionPoolError(ValueError):
+    pass
+
+
+def read_instruction_pool(name_or_path: str | Path) -> list[str]:
+    """The instructions of a pool (`ragsafe train --query-instructions`): a JSON list of strings, or
+    {"instructions": [...]}, where "" is the bare query; a file, or the name of one in
+    corpora/instructions. An InstructionPoolError names what is wrong with it."""
+    path = shipped_or_file(name_or_path, POOL_DIR, "Instruction pool", "instruction pool", InstructionPoolError)
+    raw = read_json_file(path, "Instruction pool", InstructionPoolError)
+    pool = raw.get("instructions") if isinstance(raw, dict) else raw
+    if not isinstance(pool, list) or not pool or not all(isinstance(i, str) for i in pool):
+        raise InstructionPoolError(
+            f'Instruction pool {path}: needs a non-empty list of strings, as {{"instructions": [...]}} or a bare list.'
+        )
+    return [i.strip() for i in pool]
 
 
 @dataclass
@@ -83,11 +121,7 @@ class DomainPack:
     @classmethod
     def load(cls, name_or_path: str) -> DomainPack:
         path = pack_path(name_or_path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DomainError(f"Domain pack {path} is not valid JSON: {err}") from err
-        return cls.parse(raw, path)
+        return cls.parse(read_json_file(path, "Domain pack", DomainError), path)
 
     @classmethod
     def parse(cls, raw: object, path: Path) -> DomainPack:
