@@ -403,7 +403,7 @@ def test_a_non_finite_batch_is_skipped_and_the_best_state_kept(qwen_tiny, teache
 
 
 def test_a_run_can_start_from_a_checkpoint(qwen_tiny, teacher, tmp_path):
-    from ragsafe.model.checkpoint import load_checkpoint
+    from ragsafe.model.checkpoint import load_checkpoint, read_config
 
     texts = [f"tell me about item {i}" for i in range(12)]
     first = Trainer(small_config(tmp_path / "a", texts, head_steps=20, steps=2), qwen_tiny, teacher).run()
@@ -411,6 +411,7 @@ def test_a_run_can_start_from_a_checkpoint(qwen_tiny, teacher, tmp_path):
     trainer = Trainer(cfg, qwen_tiny, teacher)
     second = trainer.run()
     assert not [h for h in trainer.history if h["stage"] == 1]  # stage 1 skipped: the heads came with it
+    assert read_config(second)["card"]["stage1_head_steps"] == f"none: heads from --init-from {first}"
     for name, value in load_checkpoint(first, qwen_tiny).state_dict().items():
         assert torch.equal(value, load_checkpoint(second, qwen_tiny).state_dict()[name])
 

@@ -559,6 +559,11 @@ class Trainer:
             self.best_step = best["step"] if restore else step
         return step
 
+    def _stage1_note(self, resumed: bool) -> int | str:
+        if self.cfg.init_from:  # stage 1 never ran: the heads came fitted with the started checkpoint
+            return f"none: heads from --init-from {self.cfg.init_from}"
+        return "from checkpoint" if resumed else self.cfg.head_steps
+
     def _improves(self, record: dict, best: dict) -> bool:
         mrr = record["val_mrr"]
         return math.isfinite(mrr) and mrr > best["metrics"]["val_mrr"] and self._finite()
@@ -619,7 +624,7 @@ class Trainer:
             "train_examples": len(ex.train_idx),
             "val_examples": len(ex.val_idx),
             "refusal_rate_train_responses": round(float(np.mean(ex.refused)), 3),
-            "stage1_head_steps": self.cfg.head_steps if not resumed else "from checkpoint",
+            "stage1_head_steps": self._stage1_note(resumed),
             "stage2_steps": steps_done,
             "stage2_kept_step": steps_done if self.best_step is None else self.best_step,
             "wall_seconds_this_run": round(time.time() - start, 1),
