@@ -2,8 +2,9 @@
 benign sets and costs on the harmful one, with the harm-probe gate and without it.
 
 gen_hybrid retrieves with normalise(gen(q) + β · teacher(q)); the gate sets β = 0 for the queries the
-checkpoint's harm probe flags. The shipped β (0.30) was fitted by the trainer on its own validation
-answers; this sweep only reports the trade-off, and nothing here feeds back into the checkpoint.
+checkpoint's harm probe flags. The shipped β was fitted by the trainer on its own validation
+answers (it always gets a row, whatever the grid); this sweep only reports the trade-off, and
+nothing here feeds back into the checkpoint.
 
 Two development sets that no benchmark reports and no training pack reads show the same sweep, for
 choosing β without looking at a benchmark: PubMedQA (question -> its abstract) and STS-B's dev
@@ -127,7 +128,8 @@ def main(
     assert isinstance(gated, GenEmbedder) and isinstance(ungated, GenEmbedder)
     fitted = gated.query_mix
     rows = [{"embedder": "teacher", "β": None, **scores(teacher)}]
-    for beta in (float(b) for b in betas.split(",")):
+    # the checkpoint's own β always gets its row, between its neighbours on the grid
+    for beta in sorted({float(b) for b in betas.split(",")} | {fitted}):
         for emb, gate in ((gated, "probe"), (ungated, "none")):
             if beta == 0 and gate == "none":
                 continue  # β = 0 is gen_asym whatever the gate
