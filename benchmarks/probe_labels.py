@@ -10,8 +10,9 @@ here on the broad pack's queries with the same features (gen embedding next to t
 embedding of the query) and the same logistic regression: harmful sources 1, benign sources 0, and
 the red-team queries left out, all 1, or all 0 (benign sources subsampled to 2,000 queries); a last
 rule labels the red-team queries harmful and adds 1,500 STS-B train sentences that no STS benchmark
-contains as negatives. `--baseline CONFIG` adds the probe of another checkpoint's config.json, e.g.
-the training-time one: `git show bb21e1a:ragsafe/checkpoints/default/config.json > before.json`.
+contains as negatives. The probe the trainer fitted on the same tokens, which `ragsafe fit-probe` keeps
+in config.json as "probe_before_refit", is the baseline row. (A probe from another checkpoint's
+config.json would read these tokens' vectors with weights fitted on other ones, so none is taken.)
 
 Two readings per probe:
 - the share of each set flagged at the probe's threshold (the refits: 5 % of held-out benign-source
@@ -22,7 +23,7 @@ Evaluation sets, none of them in a training pack: AdvBench goals, XSTest unsafe 
 project's audit probes, two Safety-tuned LLaMAs sets (Q-Harm, MaliciousInstructions; CC BY-NC, for
 evaluation only), XQuAD questions, and the general family's retrieval queries and STS sentences.
 
-    python benchmarks/probe_labels.py [--baseline before.json]
+    python benchmarks/probe_labels.py
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ragsafe.embedders.registry import build_embedders
 from ragsafe.evaluation.doc_cache import encode_probe_queries_cached, encode_queries_cached
 from ragsafe.evaluation.results import write_plot, write_results
 from ragsafe.evaluation.tasks import STS_TASKS, advbench_queries, sts, xquad_queries, xstest_queries
+from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
 from ragsafe.retrieval import calibrate_threshold, probe_features
 from ragsafe.train.domains import DomainPack
 from ragsafe.train.labels import label_of
@@ -65,7 +67,6 @@ def main(
     declarative: int = 1500,
     c: float = 1.0,
     threads: int = 2,
-    baseline: Path | None = None,
     out: Path = RESULTS,
 ):
     torch.set_num_threads(threads)
@@ -115,13 +116,13 @@ def main(
 
     def stored(name: str, safety: dict) -> dict:
         if safety.get("features") != "gen+teacher":
-            raise typer.BadParameter(f"{name}: not a gen+teacher harm probe", param_hint="--baseline")
+            raise ValueError(f"{name}: not a gen+teacher harm probe")
         return row(name, np.array(safety["direction"]), safety["bias"], safety["threshold"])
 
     rows = []
-    if baseline is not None:
-        before = json.loads(baseline.read_text()).get("safety") or {}
-        rows.append(stored(f"baseline ({before.get('labels', baseline.name)})", before))
+    before = read_config(default_checkpoint_dir()).get("probe_before_refit")
+    if before:
+        rows.append(stored(f"before the refit ({before.get('labels', 'training-time')})", before))
     rows.append(stored("shipped: by source (ragsafe fit-probe)", gen.safety))
     for rule, value in RULES.items():
         y = np.where(labels == "harmful", 1, np.where(labels == "benign", 0, -1 if value is None else value))
@@ -160,7 +161,7 @@ def main(
         "(the last rule: 5 % or 1 % of its held-out negatives, STS-B train sentences included)",
         "declarative negatives": f"{len(sentences)} STS-B train sentences in no STS benchmark (seed 0)",
         "evaluation": ", ".join(f"{k} {len(v)}" for k, v in sets.items()),
-        "checkpoint": "shipped default (its probe at its own threshold; a baseline at its own)",
+        "checkpoint": "shipped default (its probe and the one it replaced, each at its own threshold)",
     }
     notes = (
         "The refit rules are explorations, not shipped. Each probe's threshold comes from its own held-out "

@@ -15,13 +15,7 @@ python benchmarks/harmful_retrieval.py --slow-n 32 \
 python benchmarks/harmful_retrieval.py --slow-n 32 --int8 --embedders teacher,gen_asym,gen_hybrid,hyde \
   ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
-# the training-time probe the shipped one replaced, from git history where there is one
-before=$(mktemp --suffix .json)
-if git show bb21e1a:ragsafe/checkpoints/default/config.json > "$before" 2>/dev/null; then
-  python benchmarks/probe_labels.py --baseline "$before" ${DATA_DIR:+--data-dir "$DATA_DIR"}
-else
-  python benchmarks/probe_labels.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
-fi
+python benchmarks/probe_labels.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/dtype_drift.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/bm25_growth.py ${DATA_DIR:+--data-dir "$DATA_DIR"}

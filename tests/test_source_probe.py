@@ -67,10 +67,14 @@ def test_probe_examples_are_labelled_by_source_and_copies_share_their_original_s
 def test_refit_probe_writes_a_probe_the_gate_and_scorer_read(qwen_tiny, teacher, tmp_path):
     data, cfg = write_probe_pack(tmp_path)
     ck = tmp_path / "ck"
-    save_checkpoint(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), ck, extra={"query_mix": {"beta": 0.4}})
+    trainers = {"kind": "probe", "features": "gen+teacher", "direction": [0.5] * 2 * teacher.dim, "bias": 0.0}
+    trainers |= {"threshold": 1.0, "labels": "the backbone's own refusal"}
+    extra = {"query_mix": {"beta": 0.4}, "safety": trainers}
+    save_checkpoint(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), ck, extra=extra)
     fitted = refit_probe(ck, data, cfg, backbone=qwen_tiny, teacher=teacher)
     config = read_config(ck)
     assert config["safety"]["features"] == "gen+teacher" and len(config["safety"]["direction"]) == 2 * teacher.dim
+    assert config["probe_before_refit"] == trainers  # the trainer's probe is kept, not lost
     assert "direction" not in config["card"]["safety"] and config["query_mix"] == {"beta": 0.4}
     assert fitted["val_auroc"] > 0.9 and fitted["examples"]["question copies"] == 18
     emb = GenEmbedder.load(ck, qwen_tiny, teacher=teacher, hybrid=True)
@@ -83,3 +87,6 @@ def test_refit_probe_writes_a_probe_the_gate_and_scorer_read(qwen_tiny, teacher,
     with pytest.raises(ValueError, match="one class only"):
         refit_probe(ck, data, benign_only, backbone=qwen_tiny, teacher=teacher)
     assert read_config(ck)["safety"] == config["safety"]  # a failed refit leaves the checkpoint as it was
+
+    refit_probe(ck, data, cfg, backbone=qwen_tiny, teacher=teacher)
+    assert read_config(ck)["probe_before_refit"] == trainers  # a second refit keeps the first one's baseline

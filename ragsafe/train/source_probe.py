@@ -183,10 +183,16 @@ def refit_probe(
 
 def write_probe(checkpoint: str | Path, fitted: dict) -> None:
     """A fitted probe into a checkpoint's config.json; the card keeps all but the vector. The gen
-    tokens and the query mix are untouched."""
+    tokens and the query mix are untouched.
+
+    The probe the checkpoint had before its first refit (the trainer's) is kept under
+    "probe_before_refit": it is the baseline measured on these same tokens, and refitting it would
+    need the training run's answers."""
     from ragsafe.model.checkpoint import read_config, write_config
 
     config = read_config(checkpoint)
+    if config.get("safety") and "probe_before_refit" not in config:
+        config["probe_before_refit"] = config["safety"]
     config["safety"] = fitted
     card = config.get("card") or {}
     card["safety"] = {k: v for k, v in fitted.items() if k != "direction"}
