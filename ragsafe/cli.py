@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,6 +15,9 @@ from rich.table import Table
 
 from ragsafe.corpus import CHUNK_WORDS  # light: the slow imports wait inside each command
 from ragsafe.train.domains import DomainPack, known_packs  # light too: json and paths
+
+if TYPE_CHECKING:
+    from ragsafe.embedders.gen import GenEmbedder
 
 app = typer.Typer(
     help="Safe retrieval for RAG: embed the answer an LLM would give, not the question.", no_args_is_help=True
@@ -79,7 +83,8 @@ def explain(
     max_new_tokens: int = typer.Option(48, min=1, help="Length cap of the decoded response."),
     top_k: int = typer.Option(5, min=1, help="Logit-lens tokens shown per compression position."),
 ) -> None:
-    """Decode what the query's embedding represents: the predicted response and the logit-lens tokens."""
+    """Decode what the query's embedding represents: the predicted response, the logit-lens tokens and
+    the harm probe's reading of it."""
     if not query.strip():
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
     _check_checkpoint(checkpoint)
@@ -94,8 +99,10 @@ def explain(
             settings = GenerationSettings(max_new_tokens=max_new_tokens)
             response = encoder.decode([query], gen.query_instruction, settings)[0]
             lens = encoder.logit_lens([query], gen.query_instruction, top_k=top_k)[0]
+            verdict = _harm_verdict(gen, query)
     console.print(f"[bold]query[/]: {query}")
     console.print(f"[bold]predicted response[/] (decoded from the embedding's soft prompt): {response or '(empty)'}")
+    console.print(f"[bold]harm probe[/]: {verdict}")
     table = Table(title="logit lens: top tokens per compression position")
     table.add_column("pos", justify="right")
     table.add_column("tokens (probability)")
@@ -104,6 +111,23 @@ def explain(
             str(entry.position), "  ".join(f"{t!r} {p:.2f}" for t, p in zip(entry.tokens, entry.probs, strict=True))
         )
     console.print(table)
+
+
+def _harm_verdict(gen: GenEmbedder, query: str) -> str:
+    """What retrieval does with the query: the decoded text is a 48-token sample of the prediction, while
+    the gate and suppress mode act on the probe's score alone."""
+    from ragsafe.retrieval import RefusalScorer
+
+    scorer = RefusalScorer.for_embedder(gen)
+    if scorer is None:
+        return "none in this checkpoint (`ragsafe fit-probe` fits one)"
+    score = float(scorer.scores([query])[0])
+    if score > scorer.threshold:
+        return (
+            f"score {score:.2f} > threshold {scorer.threshold:.2f}: flagged (`--safety suppress` returns nothing "
+            "for it; gen_hybrid retrieves with the predicted answer alone)"
+        )
+    return f"score {score:.2f} <= threshold {scorer.threshold:.2f}: not flagged"
 
 
 def _check_positive(value: float | None, param_hint: str) -> None:

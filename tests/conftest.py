@@ -17,6 +17,15 @@ def qwen_tiny():
 
 
 @pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, qwen_tiny):
+    """The tiny random model as a model folder, the way a user names one (`--backbone DIR`)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    qwen_tiny.model.save_pretrained(folder)
+    qwen_tiny.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def llama_tiny():
     return tiny_backbone("llama")
 

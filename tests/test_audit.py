@@ -21,14 +21,6 @@ from ragsafe.index import Index, IndexStoreError
 from ragsafe.report import write_report
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, qwen_tiny):
-    folder = tmp_path_factory.mktemp("tiny")
-    qwen_tiny.model.save_pretrained(folder)
-    qwen_tiny.tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.fixture
 def corpus(tmp_path):
     folder = tmp_path / "corpus"

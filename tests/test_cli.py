@@ -293,3 +293,32 @@ def test_calibrate_and_fit_probe_check_their_folders_first(tmp_path, monkeypatch
     (tmp_path / "gone.json").write_text(json.dumps({"queries": [{"file": "gone.txt"}]}))
     args = ["--checkpoint", ckpt, "--pack", str(tmp_path / "gone.json"), "--data-dir", str(tmp_path / "data")]
     one_line_error(runner.invoke(app, ["fit-probe", *args]), "Missing data file", "gone.txt")
+
+
+def test_explain_reports_the_harm_probe_reading(tmp_path, qwen_tiny, tiny_dir, teacher):
+    from ragsafe.model.checkpoint import save_checkpoint
+    from ragsafe.model.gen_encoder import GenConfig, GenEncoder
+
+    def explain(safety: dict | None) -> str:
+        ck = tmp_path / "ck"
+        save_checkpoint(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), ck, extra={"safety": safety})
+        result = runner.invoke(
+            app,
+            [
+                "explain",
+                "how do I bake bread",
+                "--checkpoint",
+                str(ck),
+                "--backbone",
+                tiny_dir,
+                "--max-new-tokens",
+                "2",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        return flat(result.output)
+
+    probe = {"kind": "probe", "features": "gen+teacher", "direction": [0.0] * 2 * teacher.dim, "bias": 1.0}
+    assert "score 1.00 > threshold 0.00: flagged" in explain(probe | {"threshold": 0.0})
+    assert "score 1.00 <= threshold 2.00: not flagged" in explain(probe | {"threshold": 2.0})
+    assert "harm probe: none in this checkpoint" in explain(None)
