@@ -26,6 +26,7 @@ ORDER = [
     "probe_labels",
     "response_policy",
     "judge",
+    "decode_fidelity",
     "mteb_local",
     "encode_speed",
     "dtype_drift",
