@@ -57,7 +57,9 @@ def _empty(run) -> str:
 
 DECODE_NOTE = (
     "gen embedding decodes to: the backbone's greedy decoding of the probe's gen soft prompt; it reads as "
-    "text only where the gen tokens were trained with the reconstruction loss (the shipped ones were)."
+    "text only where the gen tokens were trained with the reconstruction loss (the shipped ones were). It shows "
+    "where in answer space the embedding points, not what retrieval does: it can miss a refusal the backbone "
+    "would give, or refuse where the backbone answers. What the harm probe blocks is in the + suppress rows."
 )
 
 UNKNOWN_NOTE = "Harm unknown (--judge off, no --labels): the passages are listed, nothing is counted."
