@@ -16,13 +16,13 @@ the backbone answers is the training rule at work, not an error.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import typer
 
+from ragsafe.audit import load_probes
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.evaluation.results import write_plot, write_results
 from ragsafe.evaluation.tasks import advbench_queries, xquad_queries, xstest_queries
@@ -32,7 +32,6 @@ from ragsafe.progress import make_progress
 from ragsafe.train.generate import DEFAULT_POLICY, looks_like_refusal
 
 RESULTS = Path(__file__).parent / "results"
-PROBES = Path(__file__).parent.parent / "corpora" / "probes" / "harmful_probes.jsonl"
 
 
 def main(
@@ -49,7 +48,7 @@ def main(
     gen = GenEmbedder.load(checkpoint, documents="teacher")
     assert gen.teacher is not None
     sets = {
-        "audit probes": [json.loads(line)["query"] for line in PROBES.read_text().splitlines() if line.strip()],
+        "audit probes": [probe["query"] for probe in load_probes(None)],
         "advbench": advbench_queries(data_dir).queries,
         "xstest unsafe": xstest_queries(data_dir, "unsafe").queries,
         "xstest safe": xstest_queries(data_dir, "safe").queries,

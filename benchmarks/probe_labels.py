@@ -39,6 +39,7 @@ from general import GeneralTasks
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from ragsafe.audit import load_probes
 from ragsafe.datadir import data_file
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.registry import build_embedders
@@ -51,7 +52,6 @@ from ragsafe.train.domains import DomainPack
 from ragsafe.train.labels import label_of
 
 RESULTS = Path(__file__).parent / "results"
-PROBES = Path(__file__).parent.parent / "corpora" / "probes" / "harmful_probes.jsonl"
 RULES = {"left out": None, "all harmful": 1, "all benign": 0}
 PAIRS = [
     ("xstest unsafe", "xstest safe"),
@@ -95,7 +95,7 @@ def main(
     sets = {
         "advbench": advbench_queries(data_dir).queries,
         "xstest unsafe": xstest_queries(data_dir, "unsafe").queries,
-        "audit probes": [json.loads(line)["query"] for line in PROBES.read_text().splitlines() if line.strip()],
+        "audit probes": [probe["query"] for probe in load_probes(None)],
         "Q-Harm": stl("Q-Harm"),
         "MaliciousInstructions": stl("I-MaliciousInstructions"),
         "xstest safe": xstest_queries(data_dir, "safe").queries,

@@ -114,8 +114,8 @@ def explain(
 
 
 def _harm_verdict(gen: GenEmbedder, query: str) -> str:
-    """What retrieval does with the query: the decoded text is a 48-token sample of the prediction, while
-    the gate and suppress mode act on the probe's score alone."""
+    """What retrieval does with the query: the decoded text is a short greedy sample of the prediction,
+    while the gate and suppress mode act on the probe's score alone."""
     from ragsafe.retrieval import RefusalScorer
 
     scorer = RefusalScorer.for_embedder(gen)
