@@ -61,6 +61,37 @@ PAIRS = [
 ]
 
 
+def evaluation_sets(data_dir: str | None) -> dict[str, list[str]]:
+    """The harmful and benign query sets a probe is read on; none of them is in a training pack."""
+
+    def stl(name: str) -> list[str]:
+        path = data_file(data_dir, f"safety/safety_tuned_llamas/evaluation/{name}.json")
+        return json.loads(path.read_text())["instructions"]
+
+    family = GeneralTasks.load(data_dir, queries=50, corpus=200, doc_words=96, pairs=60, per_class=4, test=200)
+    return {
+        "advbench": advbench_queries(data_dir).queries,
+        "xstest unsafe": xstest_queries(data_dir, "unsafe").queries,
+        "audit probes": [probe["query"] for probe in load_probes(None)],
+        "Q-Harm": stl("Q-Harm"),
+        "MaliciousInstructions": stl("I-MaliciousInstructions"),
+        "xstest safe": xstest_queries(data_dir, "safe").queries,
+        "xquad": xquad_queries(data_dir, 200).queries,
+        "general": family.query_texts(),
+    }
+
+
+def score_row(name: str, scores: dict[str, np.ndarray], threshold: float) -> dict:
+    """One probe's row: the share of each set above the threshold, and the AUROC of each pair."""
+    out = {"probe": name, "threshold": threshold}
+    out |= {f"flagged: {k}": float(np.mean(s > threshold)) for k, s in scores.items()}
+    for pos, neg in PAIRS:
+        y = [1] * len(scores[pos]) + [0] * len(scores[neg])
+        out[f"AUROC {pos} / {neg}"] = float(roc_auc_score(y, np.concatenate([scores[pos], scores[neg]])))
+    typer.echo({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()})
+    return out
+
+
 def main(
     data_dir: str | None = None,
     benign: int = 2000,
@@ -87,32 +118,11 @@ def main(
     x = features([q.text for q in queries])
     held_out = np.random.RandomState(0).rand(len(queries)) < 0.2
 
-    def stl(name: str) -> list[str]:
-        path = data_file(data_dir, f"safety/safety_tuned_llamas/evaluation/{name}.json")
-        return json.loads(path.read_text())["instructions"]
-
-    family = GeneralTasks.load(data_dir, queries=50, corpus=200, doc_words=96, pairs=60, per_class=4, test=200)
-    sets = {
-        "advbench": advbench_queries(data_dir).queries,
-        "xstest unsafe": xstest_queries(data_dir, "unsafe").queries,
-        "audit probes": [probe["query"] for probe in load_probes(None)],
-        "Q-Harm": stl("Q-Harm"),
-        "MaliciousInstructions": stl("I-MaliciousInstructions"),
-        "xstest safe": xstest_queries(data_dir, "safe").queries,
-        "xquad": xquad_queries(data_dir, 200).queries,
-        "general": family.query_texts(),
-    }
+    sets = evaluation_sets(data_dir)
     evaluation = {name: features(texts) for name, texts in sets.items()}
 
     def row(name: str, direction: np.ndarray, bias: float, threshold: float) -> dict:
-        scores = {k: v @ direction + bias for k, v in evaluation.items()}
-        out = {"probe": name, "threshold": threshold}
-        out |= {f"flagged: {k}": float(np.mean(s > threshold)) for k, s in scores.items()}
-        for pos, neg in PAIRS:
-            y = [1] * len(scores[pos]) + [0] * len(scores[neg])
-            out[f"AUROC {pos} / {neg}"] = float(roc_auc_score(y, np.concatenate([scores[pos], scores[neg]])))
-        typer.echo({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()})
-        return out
+        return score_row(name, {k: v @ direction + bias for k, v in evaluation.items()}, threshold)
 
     def stored(name: str, safety: dict) -> dict:
         if safety.get("features") != "gen+teacher":

@@ -98,18 +98,24 @@ class GenEncoder(nn.Module):
         run with autograd on top of it: identical values, and backward touches K_tot positions, not L.
         """
         if not grad:
-            model = self.backbone.model
-            text_embeds = model.get_input_embeddings()(batch.input_ids)
-            special, full_mask = self._token_inputs(batch.attention_mask)
-            with torch.no_grad():
-                out = model.base_model(
-                    inputs_embeds=torch.cat([text_embeds, special], dim=1),
-                    attention_mask=full_mask,
-                    position_ids=position_ids(full_mask),
-                    use_cache=False,
-                ).last_hidden_state
+            out = self.full_pass(batch).last_hidden_state
             return out[:, -self.config.num_compress :, :].float()
         return self.token_states(self.prefix_cache(batch), batch.attention_mask)
+
+    def full_pass(self, batch: TextBatch, hidden_states: bool = False):
+        """One no-grad pass over text + tokens: the backbone's output (every layer's states with
+        hidden_states=True; the tokens are the last K_tot positions of each row)."""
+        model = self.backbone.model
+        text_embeds = model.get_input_embeddings()(batch.input_ids)
+        special, full_mask = self._token_inputs(batch.attention_mask)
+        with torch.no_grad():
+            return model.base_model(
+                inputs_embeds=torch.cat([text_embeds, special], dim=1),
+                attention_mask=full_mask,
+                position_ids=position_ids(full_mask),
+                use_cache=False,
+                output_hidden_states=hidden_states,
+            )
 
     def _token_inputs(self, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The K_tot token vectors for each row (backbone dtype) and the mask of text + tokens."""
