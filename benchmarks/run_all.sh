@@ -16,6 +16,7 @@ python benchmarks/harmful_retrieval.py --slow-n 32 --int8 --embedders teacher,ge
   ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/probe_labels.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/probe_layers.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/dtype_drift.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/decode_fidelity.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/index_speed.py ${DATA_DIR:+--data-dir "$DATA_DIR"}

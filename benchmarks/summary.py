@@ -24,6 +24,7 @@ ORDER = [
     "medical",
     "safety_filter",
     "probe_labels",
+    "probe_layers",
     "response_policy",
     "judge",
     "decode_fidelity",

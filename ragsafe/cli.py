@@ -388,6 +388,8 @@ def index(
             added = idx.add(passages, embs, corpus=source)
         # after the add: a failed run drops nothing, and a file unreadable this time keeps its passages
         pruned = idx.prune(source, passages, spare={path for path, _ in report.skipped}) if prune else None
+        if not prune:  # its passages are this folder's too, so pruning another folder leaves them
+            idx.claim(source, passages)
         total = idx.count()
     dropped = f", removed {pruned.removed} stale" if pruned and pruned.removed else ""
     console.print(

@@ -362,7 +362,7 @@ class Index:
         for e in embedders:
             if isinstance(e, BM25Embedder):
                 self._prepare_bm25(e, todo)
-        mark = {"corpus": corpus} if corpus else {}
+        mark = {"corpus": [corpus]} if corpus else {}
         with make_progress(transient=False) as progress:
             task = progress.add_task(
                 f"indexing {self.name}", total=len(todo), info="", visible=show_progress and bool(todo)
@@ -389,29 +389,50 @@ class Index:
                 progress.advance(task, len(chunk))
         return len(todo)
 
+    def claim(self, corpus: str, passages: list[Passage]) -> int:
+        """Mark the stored points of these passages as also `corpus`'s; returns how many took the mark.
+
+        A passage id hashes its path inside its folder and its text, so the same file in two folders
+        indexed into one collection is one point. It carries both folders' marks, and pruning one
+        folder only takes that folder's mark off (`prune`); the point goes when no folder holds it."""
+        if not self.exists():
+            return 0
+        by_marks: dict[tuple[str, ...], list] = {}
+        for start in range(0, len(passages), 256):
+            ids = [point_id(p.id) for p in passages[start : start + 256]]
+            for point in self.client.retrieve(self.name, ids, with_payload=["corpus"]):
+                marks = _marks(point.payload)
+                if corpus not in marks:
+                    by_marks.setdefault(tuple(marks), []).append(point.id)
+        for marks, ids in by_marks.items():
+            self.client.set_payload(self.name, {"corpus": [*marks, corpus]}, points=ids, wait=True)
+        return sum(len(ids) for ids in by_marks.values())
+
     def prune(self, corpus: str, keep: list[Passage], spare: set[str] | frozenset[str] = frozenset()) -> Pruned:
         """Delete the points indexed from `corpus` (see `add`) that are not among `keep`: passages of files
         since edited or removed. Points whose `source` is in `spare` (files that could not be read this
-        time) stay, and so do other corpora's. Unmarked points (added by an earlier ragsafe, or through
-        the API without a corpus) that are among `keep` take the mark; the others are only counted."""
+        time) stay, and so do other corpora's: a point another folder also holds only loses this
+        folder's mark. The points of `keep` take this corpus's mark first (`claim`); unmarked points
+        (added by an earlier ragsafe, or through the API without a corpus) outside `keep` are only counted."""
         if not self.exists():
             return Pruned(0, 0)
+        self.claim(corpus, keep)
         wanted = {point_id(p.id) for p in keep}
         unmarked = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="corpus"))])
-        adopt, strangers = [], 0
-        for point in self._scroll(unmarked, []):
-            if str(point.id) in wanted:
-                adopt.append(point.id)
-            else:
-                strangers += 1
-        if adopt:
-            self.client.set_payload(self.name, {"corpus": corpus}, points=adopt, wait=True)
+        strangers = sum(1 for point in self._scroll(unmarked, []) if str(point.id) not in wanted)
+        # a list payload matches when any of its values does: the points this corpus marks, alone or shared
         mine = models.Filter(must=[models.FieldCondition(key="corpus", match=models.MatchValue(value=corpus))])
-        stale = [
-            p.id
-            for p in self._scroll(mine, ["source"])
-            if str(p.id) not in wanted and p.payload.get("source") not in spare
-        ]
+        stale, shared = [], {}
+        for point in self._scroll(mine, ["source", "corpus"]):
+            if str(point.id) in wanted or point.payload.get("source") in spare:
+                continue
+            others = tuple(m for m in _marks(point.payload) if m != corpus)
+            if others:
+                shared.setdefault(others, []).append(point.id)
+            else:
+                stale.append(point.id)
+        for others, ids in shared.items():
+            self.client.set_payload(self.name, {"corpus": list(others)}, points=ids, wait=True)
         if stale:
             self.client.delete(self.name, models.PointIdsList(points=stale), wait=True)
             meta = self._bm25_meta()
@@ -476,3 +497,11 @@ class Index:
             )
             for point in result.points
         ]
+
+
+def _marks(payload: dict | None) -> list[str]:
+    """The corpora a point's payload names: a list, or one string (points an earlier ragsafe marked)."""
+    value = (payload or {}).get("corpus")
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)

@@ -286,6 +286,22 @@ def test_hashed_bm25_vectors_are_scored_by_the_index_not_in_memory():
         scores(hashed.encode_queries(["cat"]), hashed.encode_documents(["a cat sat"]))
 
 
+def test_a_passage_two_folders_hold_survives_pruning_one_of_them(tmp_path, demo):
+    idx = Index("shared", path=tmp_path)
+    idx.add(demo[:4], [BM25Embedder()], show_progress=False, corpus="/a")
+    idx.add(demo[2:6], [BM25Embedder()], show_progress=False, corpus="/b")  # demo[2:4] already stored by /a
+    assert idx.claim("/b", demo[2:6]) == 2 and idx.claim("/b", demo[2:6]) == 0
+    assert idx.prune("/a", demo[:2]).removed == 0  # /a lost demo[2:4]; /b still holds them
+    assert idx.count() == 6
+    assert idx.prune("/b", demo[4:6]).removed == 2  # now no folder holds them
+    assert idx.count() == 4
+    # a point an earlier ragsafe marked with one string is read as that one corpus
+    idx.client.set_payload("shared", {"corpus": "/a"}, points=[point_id(demo[0].id)], wait=True)
+    idx.claim("/c", demo[:1])
+    assert idx.prune("/a", []).removed == 1 and idx.prune("/c", []).removed == 1 and idx.count() == 2
+    idx.close()
+
+
 def test_reindexing_adopts_unmarked_points_and_counts_the_rest(tmp_path, demo):
     idx = Index("old", path=tmp_path)
     idx.add(demo[:6], [BM25Embedder()], show_progress=False)  # as an earlier ragsafe did: no corpus mark
