@@ -63,6 +63,20 @@ class Retrieved:
     text: str
     harmful: bool | None = None  # None: unknown (no label, no judge)
     p_harm: float | None = None
+    where: str = ""  # what the report names it by (`hit_label`); the source file when empty
+
+
+def hit_label(metadata: dict) -> str:
+    """Source file, then the record's title where one file holds many (.jsonl, .csv), then the part of a
+    long document: what tells two hits from one file apart in a report."""
+    source = str(metadata.get("source", ""))
+    label = source
+    title = str(metadata.get("title") or "")
+    if title and title != Path(source).stem:
+        label += f" › {title}"
+    if metadata.get("chunk"):
+        label += f" (part {int(metadata['chunk']) + 1})"
+    return label
 
 
 @dataclass
@@ -79,7 +93,7 @@ def load_probes(path: Path | None) -> list[dict]:
     is an error that names it, never silently dropped."""
     path = path or PROBES
     if not path.is_file():
-        raise AuditError(f"Probe file {path} does not exist.")
+        raise AuditError(f"Probe file {path} {'is a folder' if path.is_dir() else 'does not exist'}.")
     by_line = path.suffix.lower() == ".jsonl"
     try:
         probes = [_probe(record, where, n if by_line else i) for i, (where, n, record) in enumerate(records(path))]
@@ -113,7 +127,7 @@ def load_labels(path: Path | None) -> set[str]:
     if path is None:
         return set()
     if not path.is_file():
-        raise AuditError(f"Labels file {path} does not exist.")
+        raise AuditError(f"Labels file {path} {'is a folder' if path.is_dir() else 'does not exist'}.")
     text = path.read_text()
     try:
         if path.suffix == ".json":
@@ -263,7 +277,10 @@ def run_audit(cfg: AuditConfig) -> dict:
                 vectors = emb.encode_queries(queries)  # a BM25 embedder holds the index's statistics after add
             for i, (probe, vector) in enumerate(zip(probes, vectors, strict=True)):
                 hits = index.search(vector, storage_name(emb), cfg.k, only=only)
-                retrieved = [Retrieved(h.id, str(h.metadata.get("source", "")), h.score, h.text) for h in hits]
+                retrieved = [
+                    Retrieved(h.id, str(h.metadata.get("source", "")), h.score, h.text, where=hit_label(h.metadata))
+                    for h in hits
+                ]
                 runs.append(ProbeRun(probe, emb.name, retrieved))
                 if blocked is not None:  # what SafeRetriever(mode="suppress") would return
                     runs.append(ProbeRun(probe, f"{emb.name} + suppress", [] if blocked[i] else retrieved))

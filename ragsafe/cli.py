@@ -450,6 +450,12 @@ def search(
         )
     _embedder_names(embedder, "--embedder")
     _check_checkpoint(checkpoint)
+    from ragsafe.embedders.base import stored_vector
+    from ragsafe.index import IndexStoreError, default_index_path
+
+    folder = index_path or default_index_path()
+    if not qdrant_url and not folder.is_dir():  # searching must not create an empty index folder
+        raise typer.BadParameter(f"{folder} holds no index; run `ragsafe index` first", param_hint="--index-path")
     # after the checks: these imports take seconds (torch, transformers)
     from ragsafe.embedders.gen import GenEmbedder
     from ragsafe.embedders.registry import build_embedders
@@ -460,6 +466,11 @@ def search(
     try:
         with user_errors():
             idx = _open_index(name, index_path, qdrant_url, api_key_env)
+            have = idx.vector_names()  # no such index: the error says how to make it
+            if stored_vector(embedder) not in have:  # found before any model loads
+                raise IndexStoreError(
+                    f"Index '{name}' has no '{stored_vector(embedder)}' vectors (has {sorted(have)})."
+                )
             if embedder == "bm25":
                 emb = idx.load_bm25()
             else:
@@ -481,7 +492,7 @@ def search(
                 hits = result.hits
                 note = f"refusal score {result.refusal_score:.3f} (suppress threshold {scorer.threshold:.3f})"
                 if result.suppressed:
-                    note += ": suppressed, the backbone would refuse this request"
+                    note += ": suppressed, the harm probe flags this query"
                 elif emb.query_gate is not None and result.refusal_score > scorer.threshold:
                     note += ": above it, so gen_hybrid retrieved with the predicted answer alone"
             else:
@@ -507,7 +518,11 @@ def audit(
     out: Path = typer.Option(Path("audit-report"), help="Where report.md / report.html go."),
     embedders: str = typer.Option("bm25,teacher,gen_asym,gen_hybrid", help="Embedders to compare."),
     k: int = typer.Option(5, "-k", min=1, help="Top k passages per probe."),
-    probes: Path | None = typer.Option(None, help="Your own harmful probes (.jsonl with 'query', or .txt)."),
+    probes: Path | None = typer.Option(
+        None,
+        help="Your own harmful probes: .txt lines, or .jsonl/.json/.csv with a query, question, prompt, goal or text "
+        "field.",
+    ),
     labels: Path | None = typer.Option(None, help="Passage ids or source files known to be harmful: exact rates."),
     judge: str = typer.Option(
         "probe",

@@ -10,15 +10,17 @@ huge file.
 A passage id is a hash of its source path (relative to the corpus root), its text and its record's
 fields: the same content at the same place gets the same id on every run, which makes indexing
 idempotent, and a changed field makes a new passage, so re-indexing replaces the stale one.
-Files that cannot be read (binary, not UTF-8, empty, unreadable, bad rows) are listed in the
-report and skipped, never fatal; so are folders that cannot be listed, broken links and entries that are
-not regular files. Linked folders are followed, each real folder read once.
+Files that cannot be read (binary, not UTF-8, empty, unreadable) are listed in the report and
+skipped, never fatal; so are .jsonl lines that hold no record (the file's other lines are read), folders
+that cannot be listed, broken links and entries that are not regular files. Linked folders are followed,
+each real folder read once.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -33,6 +35,9 @@ from pathlib import Path
 CHUNK_WORDS = 150
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 SUFFIXES = TEXT_SUFFIXES | {".html", ".htm", ".jsonl", ".csv", ".pdf"}
+
+
+MAX_BAD_ROWS = 5  # bad lines listed per file; the rest are counted
 
 
 class CorpusError(ValueError):
@@ -135,13 +140,14 @@ def _read_text(path: Path) -> str:
     if b"\x00" in raw[:8192]:
         raise CorpusError("binary file")
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a leading byte-order mark (Excel's "CSV UTF-8" writes one) is not text
     except UnicodeDecodeError as err:
         raise CorpusError(f"not UTF-8 ({err.reason} at byte {err.start})") from err
 
 
-def _documents(path: Path) -> Iterator[tuple[str, str, dict]]:
-    """(title, text, the record's other fields) of each document in one file."""
+def _documents(path: Path, bad_rows: list[str]) -> Iterator[tuple[str, str, dict]]:
+    """(title, text, the record's other fields) of each document in one file; a .jsonl line that is no
+    record goes into `bad_rows` (why) and the rest of the file is still read."""
     suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
         yield path.stem, _read_text(path), {}
@@ -150,18 +156,23 @@ def _documents(path: Path) -> Iterator[tuple[str, str, dict]]:
         parser.feed(_read_text(path))
         yield parser.title or path.stem, "".join(parser.parts), {}
     elif suffix == ".jsonl":
-        for n, line in enumerate(_read_text(path).splitlines(), 1):
+        # records end at "\n" only: splitlines() would also cut at U+2028 and the like, which JSON strings
+        # may hold unescaped
+        for n, line in enumerate(_read_text(path).split("\n"), 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise CorpusError(f"line {n} is not valid JSON ({err.msg})") from err
+                bad_rows.append(f"line {n} is not valid JSON ({err.msg})")
+                continue
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise CorpusError(f"line {n} has no string 'text' field")
+                bad_rows.append(f"line {n} has no string 'text' field")
+                continue
             yield str(row.get("title") or row.get("id") or f"{path.stem}:{n}"), row["text"], record_fields(row)
     elif suffix == ".csv":
-        reader = csv.DictReader(_read_text(path).splitlines())
+        # newline="": the csv module splits rows itself, so a quoted field keeps its line breaks
+        reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
         if "text" not in (reader.fieldnames or []):
             raise CorpusError("no 'text' column")
         for n, row in enumerate(reader, 1):
@@ -272,16 +283,22 @@ def load_corpus(root: str | Path, chunk_size: int = CHUNK_WORDS) -> tuple[list[P
         if path.suffix.lower() not in SUFFIXES:
             report.skipped.append((rel, f"unsupported file type '{path.suffix or '(none)'}'"))
             continue
-        found: list[Passage] = []  # a file counts whole or not at all
+        found: list[Passage] = []  # a file that fails to read counts not at all
+        bad_rows: list[str] = []
         try:
-            for title, text, fields in _documents(path):
+            for title, text, fields in _documents(path, bad_rows):
                 for i, chunk in enumerate(chunk_words(text, chunk_size)):
                     found.append(Passage(passage_id(rel, chunk, fields), chunk, rel, title, i, fields))
         except (CorpusError, OSError) as err:
             report.skipped.append((rel, str(err)))
             continue
+        # listed under the file's path, so re-indexing also spares the passages its bad rows had
+        report.skipped.extend((rel, f"{why}: skipped") for why in bad_rows[:MAX_BAD_ROWS])
+        if len(bad_rows) > MAX_BAD_ROWS:
+            report.skipped.append((rel, f"and {len(bad_rows) - MAX_BAD_ROWS} more such lines: skipped"))
         if not found:
-            report.skipped.append((rel, "empty (no text)"))
+            if not bad_rows:
+                report.skipped.append((rel, "empty (no text)"))
             continue
         report.files_read += 1
         for passage in found:

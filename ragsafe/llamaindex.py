@@ -6,7 +6,7 @@ embedding, its text (node) embedding is the document encoding. Pass it explicitl
 
 RagsafeRetriever searches a ragsafe `Index` directly, with the safety modes of `SafeRetriever` for
 calibrated gen embedders ("flag" puts the refusal score in each node's metadata; "suppress" returns
-no nodes for a query the backbone would refuse). `RagsafeSafetyFilter` brings the same two modes to
+no nodes for a query the harm probe flags). `RagsafeSafetyFilter` brings the same two modes to
 any LlamaIndex retriever, as a node postprocessor.
 
 Model calls and the embedded Qdrant client are not made for concurrent use, so every call on one

@@ -157,7 +157,9 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
             decoded = " ".join(summary["decoded"][pid].split())  # one line: newlines would break the markdown
             lines.append(f"*gen embedding decodes to:* {decoded or '(empty)'}")
         for run in runs:
-            hits = "; ".join(f"{_mark(h.harmful)}{_judged(h)} {md_escape(h.source)} ({h.score:.2f})" for h in run.hits)
+            hits = "; ".join(
+                f"{_mark(h.harmful)}{_judged(h)} {md_escape(h.where or h.source)} ({h.score:.2f})" for h in run.hits
+            )
             hits = hits or _empty(run)
             lines.append(f"- **{run.embedder}**: {hits}")
         lines.append("")
@@ -178,7 +180,7 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
             f"<li><b>{html.escape(run.embedder)}</b>: "
             + ", ".join(
                 f"<span class='{_mark(h.harmful).lower().strip('?') or 'unknown'}' title='{html.escape(h.text[:300])}'>"
-                f"{html.escape(h.source)} ({h.score:.2f}){_judged(h)}</span>"
+                f"{html.escape(h.where or h.source)} ({h.score:.2f}){_judged(h)}</span>"
                 for h in run.hits
             )
             + ("" if run.hits else _empty(run))

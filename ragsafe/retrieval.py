@@ -1,4 +1,4 @@
-"""Safety-aware retrieval: say when the backbone would refuse the query, and optionally return nothing.
+"""Safety-aware retrieval: say when the harm probe flags the query, and optionally return nothing.
 
 The gen embedding of a query approximates the teacher's embedding of the backbone's *answer*, so a
 query the backbone would refuse lands near its refusals. The refusal score is linear:

@@ -41,6 +41,9 @@ def test_probes_and_labels_files(tmp_path):
     assert load_labels(tmp_path / "l.jsonl") == {"x"}
     with pytest.raises(AuditError, match="does not exist"):
         load_labels(tmp_path / "missing.txt")
+    for load in (load_labels, load_probes):
+        with pytest.raises(AuditError, match="is a folder"):
+            load(tmp_path)
 
 
 def test_bad_probe_and_label_files_are_named_errors(tmp_path):

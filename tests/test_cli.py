@@ -48,6 +48,10 @@ def test_index_then_search_with_teacher_and_bm25(tmp_path):
 
 def test_clear_errors(tmp_path):
     args = ["--index-path", str(tmp_path / "q")]
+    no_folder = runner.invoke(app, ["search", "nope", "x", "--embedder", "teacher", *args])
+    assert no_folder.exit_code == 2 and "holds no index" in flat(no_folder.output)
+    assert not (tmp_path / "q").exists()  # searching made no empty index folder
+    (tmp_path / "q").mkdir()
     missing = runner.invoke(app, ["search", "nope", "x", "--embedder", "teacher", *args])
     assert missing.exit_code == 1 and "No index named" in missing.output
     for verb in (["search", "nope", "x"], ["audit", "corpora/demo"]):  # refused before any model loads
@@ -83,6 +87,7 @@ def test_user_errors_end_in_one_message_not_a_traceback(tmp_path):
     assert unknown.exit_code == 2 and "unknown embedder" in unknown.output and unknown.exception.__class__ is SystemExit
     zero = runner.invoke(app, ["index", "corpora/demo", "--name", "d", "--chunk-words", "0", *args])
     assert zero.exit_code == 2 and "--chunk-words" in zero.output  # refused, where it used to loop forever
+    (tmp_path / "q").mkdir()
     no_bm25 = runner.invoke(app, ["search", "nope", "x", "--embedder", "bm25", *args])
     assert no_bm25.exit_code == 1 and "No index named" in no_bm25.output
     bad_name = runner.invoke(app, ["search", "bad name", "x", "--embedder", "bm25", *args])
@@ -110,6 +115,8 @@ def test_refused_before_any_model_loads(tmp_path, monkeypatch):
         assert gone.exit_code == 2 and "does not exist" in flat(gone.output), gone.output
     for flag in ("--top-k", "--max-new-tokens"):
         assert runner.invoke(app, ["explain", "x", flag, "0"]).exit_code == 2
+    unstored = runner.invoke(app, ["search", "d", "x", "--embedder", "llm_mean", *args])
+    assert unstored.exit_code == 1 and "has no 'llm_mean' vectors" in flat(unstored.output)
     for mode in ("flag", "suppress"):  # nothing to read the harm probe from: refused, not ignored
         plain = runner.invoke(app, ["search", "d", "x", "--embedder", "teacher", "--safety", mode, *args])
         assert plain.exit_code == 2 and "harm probe" in flat(plain.output)

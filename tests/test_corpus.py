@@ -53,11 +53,45 @@ def test_bad_files_are_listed_and_skipped(tmp_path):
     passages, report = load_corpus(tmp_path)
     reasons = dict(report.skipped)
     root = os.geteuid() == 0  # root reads a chmod-0 file; anyone else gets it reported, not a crash
-    assert [p.source for p in passages] == (["good.txt", "locked.md"] if root else ["good.txt"])
+    read = ["bad.jsonl", "good.txt", "locked.md"] if root else ["bad.jsonl", "good.txt"]
+    assert [p.source for p in passages] == read  # bad.jsonl's good line is read
     assert "empty" in reasons["empty.txt"] and "binary" in reasons["binary.txt"]
     assert "UTF-8" in reasons["latin1.txt"] and "line 2" in reasons["bad.jsonl"]
     assert "text" in reasons["nocol.csv"] and "unsupported" in reasons["image.png"]
     assert root or "locked.md" in reasons
+
+
+def test_bad_jsonl_lines_are_skipped_one_by_one_and_listed(tmp_path):
+    lines = [json.dumps({"text": f"record {i} about rivers"}) for i in range(3)]
+    lines += ["{oops", json.dumps({"title": "no text"})] + ["[1]"] * 6
+    (tmp_path / "mixed.jsonl").write_text("\n".join(lines))
+    (tmp_path / "all_bad.jsonl").write_text("{oops\n")
+    passages, report = load_corpus(tmp_path)
+    assert sorted(p.text for p in passages) == [f"record {i} about rivers" for i in range(3)]
+    mixed = [why for path, why in report.skipped if path == "mixed.jsonl"]
+    assert mixed[0].startswith("line 4 is not valid JSON") and mixed[1].startswith("line 5 has no string 'text'")
+    assert len(mixed) == 6 and "3 more" in mixed[-1]  # five listed, the rest counted
+    assert [why for path, why in report.skipped if path == "all_bad.jsonl"] == [
+        "line 1 is not valid JSON (Expecting property name enclosed in double quotes): skipped"
+    ]
+    assert report.files_read == 1
+
+
+def test_byte_order_marks_line_separators_and_multiline_csv_fields(tmp_path):
+    bom = "\ufeff"
+    (tmp_path / "excel.csv").write_text(bom + 'title,text\nT,"first paragraph\n\nsecond paragraph"\n', newline="")
+    (tmp_path / "export.jsonl").write_text(bom + json.dumps({"text": "one\u2028two"}, ensure_ascii=False) + "\n")
+    (tmp_path / "note.txt").write_text(bom + "A note.")
+    passages, report = load_corpus(tmp_path)
+    assert report.skipped == []
+    texts = {p.source: p.text for p in passages}
+    assert texts == {
+        "excel.csv": "first paragraph second paragraph",
+        "export.jsonl": "one two",  # one record, not two broken lines (U+2028 is whitespace to the chunker)
+        "note.txt": "A note.",
+    }
+    paragraphs, _ = load_corpus(tmp_path / "excel.csv", chunk_size=2)  # the field's break survives to the chunker
+    assert [p.text for p in paragraphs] == ["first paragraph", "second paragraph"]
 
 
 def test_huge_file_is_chunked(tmp_path):

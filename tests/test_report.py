@@ -1,4 +1,4 @@
-from ragsafe.audit import ProbeRun, Retrieved
+from ragsafe.audit import ProbeRun, Retrieved, hit_label
 from ragsafe.report import md_escape, write_report
 
 
@@ -64,3 +64,17 @@ def test_a_rerun_without_harm_decisions_removes_the_old_plot(tmp_path):
     md, page = write_report(off, tmp_path)
     assert not (tmp_path / "exposure.png").exists()
     assert "exposure.png" not in md.read_text() and "<img" not in page.read_text()
+
+
+def test_hits_from_one_file_of_records_are_told_apart():
+    assert hit_label({"source": "faq.jsonl", "title": "Refunds", "chunk": 0}) == "faq.jsonl › Refunds"
+    assert hit_label({"source": "notes/bread.md", "title": "bread", "chunk": 2}) == "notes/bread.md (part 3)"
+    assert hit_label({"source": "a.txt"}) == "a.txt"
+
+
+def test_the_report_names_hits_by_their_label(tmp_path):
+    data = summary()
+    data["runs"][0].hits[0].where = "bad.csv › row 7"
+    md, page = write_report(data, tmp_path)
+    assert "HARMFUL (judge 0.93) bad.csv › row 7 (0.71)" in md.read_text()
+    assert "bad.csv › row 7 (0.71)" in page.read_text()
