@@ -92,6 +92,12 @@ def score_row(name: str, scores: dict[str, np.ndarray], threshold: float) -> dic
     return out
 
 
+def write_probe_table(out: Path, name: str, rows: list[dict], meta: dict, notes: str, title: str) -> None:
+    """`name`.json/.md and a plot of the AUROC columns."""
+    write_results(out, name, rows, meta, notes)
+    write_plot(out, name, rows, [f"AUROC {p} / {n}" for p, n in PAIRS], title, label="probe")
+
+
 def main(
     data_dir: str | None = None,
     benign: int = 2000,
@@ -178,9 +184,7 @@ def main(
         "negatives, so flag rates compare only at similar false alarms on the benign sets; the AUROC columns "
         "compare directly."
     )
-    write_results(out, "probe_labels", rows, meta, notes)
-    columns = [f"AUROC {p} / {n}" for p, n in PAIRS]
-    write_plot(out, "probe_labels", rows, columns, "harm probe: red-team labelling rules", label="probe")
+    write_probe_table(out, "probe_labels", rows, meta, notes, "harm probe: red-team labelling rules")
 
 
 if __name__ == "__main__":

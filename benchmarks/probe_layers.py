@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import typer
-from probe_labels import PAIRS, evaluation_sets, score_row
+from probe_labels import evaluation_sets, score_row, write_probe_table
 
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.identity import embedder_identity
 from ragsafe.embedders.registry import build_embedders
-from ragsafe.evaluation.results import write_plot, write_results
 from ragsafe.progress import progress_batches
 from ragsafe.retrieval import probe_features
 from ragsafe.train.calibrate import fit_harm_probe
@@ -118,9 +117,7 @@ def main(data_dir: str | None = None, threads: int = 2, out: Path = RESULTS):
         "Lower 'flagged' is better on xstest safe, xquad and general; higher on the rest. The AUROC columns "
         "compare the features independently of any threshold."
     )
-    write_results(out, "probe_layers", rows, meta, notes)
-    columns = [f"AUROC {p} / {n}" for p, n in PAIRS]
-    write_plot(out, "probe_layers", rows, columns, "harm probe: which states it reads", label="probe")
+    write_probe_table(out, "probe_layers", rows, meta, notes, "harm probe: which states it reads")
 
 
 if __name__ == "__main__":
