@@ -29,7 +29,7 @@ python benchmarks/general.py --int8 --embedders teacher,gen_asym,gen_hybrid ${DA
 python benchmarks/general.py --no-task-instructions --embedders teacher,gen,gen_asym,gen_hybrid ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/query_mix.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/mteb_local.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
-ragsafe train --domain medical --out runs/medical --max-queries 400 --init-from default --steps 150 --batch-size 16 --lr 2e-4 --checkpoint-every 25 ${DATA_DIR:+--data-dir "$DATA_DIR"}
+ragsafe train --restart --domain medical --out runs/medical --max-queries 400 --init-from default --steps 150 --batch-size 16 --lr 2e-4 --checkpoint-every 25 ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/medical.py --medical runs/medical/checkpoint ${DATA_DIR:+--data-dir "$DATA_DIR"}
 # the previous default (one instruction; git f2bd2a6): the instruction pilot started from it, and
 # instructions.py compares the shipped tokens with it
@@ -39,9 +39,9 @@ for f in config.json gen.safetensors; do git show "f2bd2a6:ragsafe/checkpoints/d
 # the instruction pilot: the previous default continued on 600 pack queries under one instruction and
 # under the 'varied' pool (the second run reuses the first one's answers)
 pilot="--domain default --max-queries 600 --init-from $prev --steps 120 --batch-size 16 --lr 2e-4 --checkpoint-every 20"
-ragsafe train --out runs/pilot_control $pilot ${DATA_DIR:+--data-dir "$DATA_DIR"}
+ragsafe train --restart --out runs/pilot_control $pilot ${DATA_DIR:+--data-dir "$DATA_DIR"}
 mkdir -p runs/pilot_varied && cp runs/pilot_control/responses.jsonl runs/pilot_control/targets-*.npz runs/pilot_varied/
-ragsafe train --out runs/pilot_varied $pilot --query-instructions varied ${DATA_DIR:+--data-dir "$DATA_DIR"}
+ragsafe train --restart --out runs/pilot_varied $pilot --query-instructions varied ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/instructions.py \
   --checkpoints shipped=default,previous=$prev,control=runs/pilot_control/checkpoint,varied=runs/pilot_varied/checkpoint \
   ${DATA_DIR:+--data-dir "$DATA_DIR"}

@@ -51,6 +51,15 @@ def _check_checkpoint(checkpoint: Path | None) -> None:
         raise typer.BadParameter(f"{checkpoint} does not exist", param_hint="--checkpoint")
 
 
+def _has_probe(checkpoint: Path) -> bool:
+    """Whether a checkpoint folder carries a harm probe, from its config.json alone (no model loads)."""
+    try:
+        safety = json.loads((checkpoint / "config.json").read_text()).get("safety") or {}
+    except (OSError, ValueError):
+        return True  # not readable here: the loader names what is wrong with it
+    return safety.get("direction") is not None or safety.get("refusal_centroid") is not None
+
+
 def _embedder_names(spec: str, param_hint: str = "--embedders") -> list[str]:
     """'teacher, bm25' -> ['teacher', 'bm25'], with unknown names refused before anything loads."""
     from ragsafe.embedders.base import embedder_names
@@ -176,6 +185,9 @@ def train(
     w_recon: float = typer.Option(0.0, min=0.0, help="Weight of the reconstruction loss (slow on CPU)."),
     data_dir: Path | None = typer.Option(None, help="Data folder (default: ../shared/data)."),
     resume: bool = typer.Option(False, help="Continue from the run folder's last trainer state."),
+    restart: bool = typer.Option(
+        False, help="Start over in a run folder that holds a run's trainer state (its cached answers are reused)."
+    ),
     gen_batch_size: int = typer.Option(32, min=1, help="Queries answered per generation batch (256+ on a GPU)."),
     head_batch_size: int = typer.Option(128, min=1, help="Stage-1 batch size."),
     checkpoint_every: int = typer.Option(25, min=1, help="Stage-2 steps between validation + trainer-state saves."),
@@ -207,6 +219,18 @@ def train(
 
     if domain and queries:
         raise typer.BadParameter("give --domain or --queries, not both")
+    if policy and no_policy:
+        raise typer.BadParameter("give --policy or --no-policy, not both", param_hint="--policy")
+    if resume and restart:
+        raise typer.BadParameter("give --resume or --restart, not both", param_hint="--restart")
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; a run needs a folder", param_hint="--out")
+    if not resume and not restart and (out / "trainer_state").is_dir():  # its saved steps would be overwritten
+        raise typer.BadParameter(
+            f"{out} holds a run's trainer state: --resume continues it, --restart starts over (reusing its "
+            "cached answers), or give another --out",
+            param_hint="--out",
+        )
     _check_positive(lr, "--lr")
     _check_positive(max_minutes, "--max-minutes")
     try:
@@ -260,6 +284,8 @@ def train(
     for name, metrics in card["validation"].items():
         console.print(f"[bold]{name:>24}[/]  {describe(metrics)}")
     console.print(f"checkpoint: {checkpoint}")
+    if "interrupted" in card.get("note", ""):  # Ctrl-C or --max-minutes saved the state: say it is not finished
+        console.print(f"[yellow]{card['note']}: ragsafe train --out {out} --resume[/]")
     # the run's probe reads the backbone's refusals; the by-source one carries further (README "Safety")
     console.print(f"harm probe by source (as shipped): ragsafe fit-probe --checkpoint {checkpoint}")
 
@@ -438,6 +464,16 @@ def search(
             f"{safety} reads the harm probe of trained gen tokens; {embedder} has none (use gen_asym or gen_hybrid)",
             param_hint="--safety",
         )
+    if probed and checkpoint is not None and not _has_probe(checkpoint):  # tokens trained on unlabelled queries
+        if safety in ("flag", "suppress"):
+            raise typer.BadParameter(
+                f"{checkpoint} has no harm probe: fit one with `ragsafe fit-probe --checkpoint {checkpoint}`, or "
+                "use --safety off",
+                param_hint="--safety",
+            )
+        if safety is None:
+            console.print(f"[yellow]{checkpoint} has no harm probe (ragsafe fit-probe fits one): searching without[/]")
+            safety = "off"
     safety = safety or ("flag" if probed else "off")
     if not query.strip():
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
@@ -487,7 +523,10 @@ def search(
             if isinstance(emb, GenEmbedder) and safety != "off":
                 scorer = RefusalScorer.for_embedder(emb)
                 if scorer is None:
-                    raise ValueError("these gen tokens carry no refusal calibration (untrained?); use --safety off")
+                    raise ValueError(
+                        "these gen tokens carry no harm probe: `ragsafe fit-probe --checkpoint DIR` fits one; or use "
+                        "--safety off"
+                    )
                 result = SafeRetriever(idx, emb, scorer, safety).search(query, k)
                 hits = result.hits
                 note = f"refusal score {result.refusal_score:.3f} (suppress threshold {scorer.threshold:.3f})"

@@ -115,6 +115,11 @@ def test_refused_before_any_model_loads(tmp_path, monkeypatch):
         assert gone.exit_code == 2 and "does not exist" in flat(gone.output), gone.output
     for flag in ("--top-k", "--max-new-tokens"):
         assert runner.invoke(app, ["explain", "x", flag, "0"]).exit_code == 2
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "config.json").write_text('{"safety": {"direction": null}}')  # trained on unlabelled queries
+    own = ["--embedder", "gen_asym", "--checkpoint", str(tmp_path / "own"), "--safety", "flag"]
+    no_probe = runner.invoke(app, ["search", "d", "x", *own, *args])
+    assert no_probe.exit_code == 2 and "ragsafe fit-probe --checkpoint" in flat(no_probe.output), no_probe.output
     unstored = runner.invoke(app, ["search", "d", "x", "--embedder", "llm_mean", *args])
     assert unstored.exit_code == 1 and "has no 'llm_mean' vectors" in flat(unstored.output)
     for mode in ("flag", "suppress"):  # nothing to read the harm probe from: refused, not ignored
@@ -208,6 +213,12 @@ def test_train_set_up_errors_come_before_any_model(tmp_path, monkeypatch):
     nothing = runner.invoke(app, ["train", "--out", str(tmp_path / "fresh"), "--resume"])
     one_line_error(nothing, f"nothing to resume in {tmp_path / 'fresh'}")
     assert not (tmp_path / "run").exists() and not (tmp_path / "fresh").exists()
+    one_line_error(runner.invoke(app, [*args, "--policy", "Be terse.", "--no-policy"]), "not both", code=2)
+    (tmp_path / "afile").write_text("x")
+    one_line_error(runner.invoke(app, [*args[:3], "--out", str(tmp_path / "afile")]), "is a file", code=2)
+    (tmp_path / "run" / "trainer_state").mkdir(parents=True)  # a run's saved steps: never overwritten unasked
+    one_line_error(runner.invoke(app, args), "--resume continues it, --restart starts over", code=2)
+    one_line_error(runner.invoke(app, [*args, "--resume", "--restart"]), "not both", code=2)
 
 
 def test_train_names_what_is_wrong_with_a_pack_or_a_query_file(tmp_path, monkeypatch):

@@ -286,3 +286,12 @@ def test_registry_takes_a_comma_string_and_bm25_encodes_nothing_to_nothing(teach
     assert [e.name for e in build_embedders("bm25, teacher", teacher=teacher)] == ["bm25", "teacher"]
     empty = BM25Embedder().encode_documents([])
     assert empty.shape[0] == 0 and not BM25Embedder().fitted
+
+
+def test_a_teacher_path_that_is_not_a_folder_is_one_clear_error(tmp_path):
+    from ragsafe.embedders.teacher import TeacherEmbedder, TeacherError
+
+    (tmp_path / "file").write_text("x")
+    for spec in (str(tmp_path / "nowhere"), "./nowhere", str(tmp_path / "file")):
+        with pytest.raises(TeacherError, match="does not exist"):
+            TeacherEmbedder(spec)

@@ -15,7 +15,7 @@ from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.train.config import TrainConfig
 from ragsafe.train.generate import generate_responses, looks_like_refusal, read_cache
 from ragsafe.train.losses import alignment_loss, contrastive_loss, reconstruction_loss
-from ragsafe.train.queries import Query, QueryFileError, exclude_held_out, read_queries
+from ragsafe.train.queries import HeldOutUncheckedWarning, Query, QueryFileError, exclude_held_out, read_queries
 from ragsafe.train.trainer import Trainer, validation_metrics
 
 WORKER = Path(__file__).parent / "_worker.py"
@@ -136,8 +136,10 @@ def test_every_benchmark_query_set_is_held_out(tmp_path):
     with gzip.open(tmp_path / "medical/medquad/medquad_answered.jsonl.gz", "wt") as f:
         f.write(json.dumps({"question": "What is (are) Gout ?", "answer": "a"}) + "\n")
     queries = [Query(t, "s") for t in ("what is 2+2", "Who built it", "what is (are) gout?", "how do trees grow")]
-    kept, dropped = exclude_held_out(queries, tmp_path)
+    with pytest.warns(HeldOutUncheckedWarning, match="not found in the data dir") as caught:
+        kept, dropped = exclude_held_out(queries, tmp_path)
     assert dropped == 3 and [q.text for q in kept] == ["how do trees grow"]
+    assert "advbench_ir/harmful_behaviors.csv" in str(caught[0].message)  # the sets it could not check are named
 
 
 @pytest.mark.skipif(not has_data(), reason="needs the data dir")

@@ -43,8 +43,8 @@ class TeacherEmbedder:
 
         path = resolve_teacher_path(spec)
         local = Path(path).is_dir()
-        if not local and spec != path:
-            raise TeacherError(f"Teacher folder {path} does not exist.")
+        if not local and (spec != path or spec.startswith((".", "/", "~")) or Path(spec).exists()):
+            raise TeacherError(f"Teacher folder {path} does not exist (or is no folder).")
         if local:
             # A local folder must never trigger a hub lookup (no network here, and none wanted).
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,8 +54,14 @@ class TeacherEmbedder:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         from ragsafe.model.backbone import quiet_loading
 
-        with quiet_loading() if local else nullcontext():
-            self.model = SentenceTransformer(path, device=device, local_files_only=local)
+        try:
+            with quiet_loading() if local else nullcontext():
+                self.model = SentenceTransformer(path, device=device, local_files_only=local)
+        except OSError as err:  # a hub id that cannot be fetched: one message, not the hub client's traceback
+            raise TeacherError(
+                f"Could not load teacher '{spec}' ({str(err).splitlines()[0]}). Known name: 'minilm'; or pass a "
+                "sentence-transformers folder."
+            ) from err
         self.batch_size = batch_size
         self._cut_warned = False
 

@@ -14,6 +14,7 @@ import gzip
 import json
 import random
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,26 +229,46 @@ def normalise(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
-def held_out_texts(data_dir: str | Path | None) -> set[str]:
-    """Normalised texts of every benchmark query that exists in the data dir."""
+def held_out_texts(data_dir: str | Path | None, missing: list[str] | None = None) -> set[str]:
+    """Normalised texts of every benchmark query that exists in the data dir; what could not be read
+    goes into `missing`."""
     out: set[str] = set()
     for relative, column in HELD_OUT_FILES.items():
         try:
             path = data_file(data_dir, relative)
         except FileNotFoundError:
+            if missing is not None:
+                missing.append(relative)
             continue
         out.update(normalise(q) for q in read_queries(path, column))
     for load in HELD_OUT_LOADERS:  # formats read_queries does not take
         try:
             out.update(normalise(q) for q in load(data_dir))
-        except FileNotFoundError:
+        except FileNotFoundError as err:
+            if missing is not None:
+                missing.append(str(err))
             continue
     return out
 
 
+class HeldOutUncheckedWarning(SkippedQueriesWarning):
+    """Benchmark files missing from the data dir: training queries equal to theirs cannot be removed."""
+
+
 def exclude_held_out(queries: list[Query], data_dir: str | Path | None) -> tuple[list[Query], int]:
-    """Drop queries whose normalised text equals a benchmark query (`HELD_OUT_FILES`, `HELD_OUT_LOADERS`)."""
-    banned = held_out_texts(data_dir)
+    """Drop queries whose normalised text equals a benchmark query (`HELD_OUT_FILES`, `HELD_OUT_LOADERS`).
+
+    Benchmark files the data dir lacks are named in a HeldOutUncheckedWarning: without them the
+    filter cannot see those benchmarks' queries, and says so rather than pass them silently."""
+    missing: list[str] = []
+    banned = held_out_texts(data_dir, missing)
+    if missing:
+        warnings.warn(
+            f"{len(missing)} benchmark file(s) not found in the data dir (first: {missing[0]}): training queries "
+            "equal to their queries cannot be removed; give --data-dir to check them",
+            HeldOutUncheckedWarning,
+            stacklevel=2,
+        )
     kept = [q for q in queries if normalise(q.text) not in banned]
     return kept, len(queries) - len(kept)
 

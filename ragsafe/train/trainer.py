@@ -89,8 +89,10 @@ class Examples:
 def file_queries(path: Path, data_dir: Path | None) -> tuple[list[Query], dict[str, int], str]:
     """A user's query file: its queries, their counts, and what was skipped reading it ("" if nothing)."""
     read = load_queries(path)
-    queries, dropped = exclude_held_out(deduplicate([Query(t, str(path)) for t in read.texts]), data_dir)
-    counts = {str(path): len(read.texts), "dropped: benchmark queries": dropped}
+    unique = deduplicate([Query(t, str(path)) for t in read.texts])
+    queries, dropped = exclude_held_out(unique, data_dir)
+    counts = {str(path): len(read.texts), "dropped: repeats": len(read.texts) - len(unique)}
+    counts["dropped: benchmark queries"] = dropped
     if read.skipped:
         counts[f"skipped records: {path}"] = read.skipped
     counts["total"] = len(queries)
@@ -114,8 +116,12 @@ def collect_queries(cfg: TrainConfig) -> tuple[list[Query], dict[str, int], dict
         queries = sample(queries, cfg.max_queries, cfg.seed)
         counts["total"] = len(queries)
     if len(queries) < 4:
-        why = f" ({skipped})" if skipped else ""
-        raise ValueError(f"Only {len(queries)} usable training queries; at least 4 are needed{why}.")
+        why = [skipped] if skipped else []
+        if cfg.queries_file:  # where the file's queries went
+            why.append(f"{cfg.queries_file.name} holds {counts[str(cfg.queries_file)]}")
+            why += [f"{n} {k.removeprefix('dropped: ')}" for k, n in counts.items() if k.startswith("dropped: ") and n]
+        detail = f" ({'; '.join(why)})" if why else ""
+        raise ValueError(f"Only {len(queries)} usable training queries; at least 4 are needed{detail}.")
     if skipped and cfg.queries_file:  # the user's own file: they can fix it (a pack's counts go on its card)
         warnings.warn(skipped, SkippedQueriesWarning, stacklevel=2)
     return queries, counts, instructions
