@@ -51,6 +51,9 @@ def _check_checkpoint(checkpoint: Path | None) -> None:
         raise typer.BadParameter(f"{checkpoint} does not exist", param_hint="--checkpoint")
 
 
+DATA_DIR_HELP = "Data folder (default: $RAGSAFE_DATA, else ../shared/data from here or from the repo)."
+
+
 def _has_probe(checkpoint: Path) -> bool:
     """Whether a checkpoint folder carries a harm probe, from its config.json alone (no model loads)."""
     try:
@@ -183,7 +186,7 @@ def train(
     max_queries: int | None = typer.Option(None, min=1, help="Use at most this many queries (sampled)."),
     max_new_tokens: int = typer.Option(40, min=1, help="Length cap of the generated responses."),
     w_recon: float = typer.Option(0.0, min=0.0, help="Weight of the reconstruction loss (slow on CPU)."),
-    data_dir: Path | None = typer.Option(None, help="Data folder (default: ../shared/data)."),
+    data_dir: Path | None = typer.Option(None, help=DATA_DIR_HELP),
     resume: bool = typer.Option(False, help="Continue from the run folder's last trainer state."),
     restart: bool = typer.Option(
         False, help="Start over in a run folder that holds a run's trainer state (its cached answers are reused)."
@@ -197,7 +200,8 @@ def train(
     init_from: str | None = typer.Option(None, help="Start from a checkpoint ('default': the shipped one)."),
     query_instructions: str | None = typer.Option(
         None,
-        help="Train under varied instructions: a pool file (JSON list) or a shipped pool's name (varied); "
+        help="Train under varied instructions: a pool file (a JSON list, or an object holding an instructions "
+        "list) or a shipped pool's name (varied); "
         'each query gets one of them ("" = the bare query). Default: the pack\'s one query instruction.',
     ),
     label_targets: bool = typer.Option(
@@ -294,7 +298,7 @@ def train(
 def calibrate(
     run_dir: Path = typer.Option(..., help="The run folder that trained the checkpoint (its responses.jsonl)."),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint folder to refit (default: the shipped one)."),
-    data_dir: Path | None = typer.Option(None, help="Data folder (default: ../shared/data)."),
+    data_dir: Path | None = typer.Option(None, help=DATA_DIR_HELP),
 ) -> None:
     """Refit a checkpoint's harm probe and gen_hybrid query mix on its own training split (no generation)."""
     _check_checkpoint(checkpoint)
@@ -327,7 +331,7 @@ def calibrate(
 @app.command("fit-probe")
 def fit_probe(
     checkpoint: Path | None = typer.Option(None, help="Checkpoint folder to refit (default: the shipped one)."),
-    data_dir: Path | None = typer.Option(None, help="Data folder (default: ../shared/data)."),
+    data_dir: Path | None = typer.Option(None, help=DATA_DIR_HELP),
     pack: Path | None = typer.Option(None, help="Query pack with harmful/benign sources (default: the shipped one)."),
     declarative: int = typer.Option(1500, min=0, help="STS-B train sentences added as benign negatives."),
     min_caught: float = typer.Option(0.9, min=0.01, max=1.0, help="Held-out harmful share the threshold must catch."),
