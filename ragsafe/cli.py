@@ -150,20 +150,24 @@ def _check_positive(value: float | None, param_hint: str) -> None:
 
 @contextmanager
 def _skipped_queries_as_lines() -> Iterator[None]:
-    """Records a query file's reading skipped, shown as one console line rather than a Python warning."""
-    from ragsafe.train.queries import SkippedQueriesWarning
+    """Records a query file's reading skipped, and benchmark files the held-out filter could not read, shown
+    as one console line each rather than as Python warnings."""
+    from ragsafe.train.queries import HeldOutUncheckedWarning, SkippedQueriesWarning
+
+    lines = (SkippedQueriesWarning, HeldOutUncheckedWarning)
 
     with warnings.catch_warnings():
         shown = warnings.showwarning
 
         def show(message, category, *args, **kwargs) -> None:
-            if issubclass(category, SkippedQueriesWarning):
+            if issubclass(category, lines):
                 console.print(str(message), style="yellow", markup=False)
             else:
                 shown(message, category, *args, **kwargs)
 
         warnings.showwarning = show
-        warnings.simplefilter("always", SkippedQueriesWarning)
+        for category in lines:
+            warnings.simplefilter("always", category)
         yield
 
 

@@ -250,6 +250,11 @@ def test_train_shows_skipped_records_as_one_line_and_goes_on(tmp_path, monkeypat
     result = runner.invoke(app, ["train", "--queries", str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "run")])
     assert isinstance(result.exception, ModelLoaded)  # it went on to load the backbone
     assert "skipped 1 record(s)" in flat(result.output) and "q.jsonl:5 is a list" in flat(result.output)
+    (tmp_path / "no_data").mkdir()  # a data dir without the benchmark files: named, and the run goes on
+    args = ["train", "--queries", str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "run2")]
+    unchecked = runner.invoke(app, [*args, "--data-dir", str(tmp_path / "no_data")])
+    assert isinstance(unchecked.exception, ModelLoaded), unchecked.output
+    assert "benchmark file(s) not found in the data dir" in flat(unchecked.output)
     assert "SkippedQueriesWarning" not in result.output
 
 

@@ -251,7 +251,7 @@ def held_out_texts(data_dir: str | Path | None, missing: list[str] | None = None
     return out
 
 
-class HeldOutUncheckedWarning(SkippedQueriesWarning):
+class HeldOutUncheckedWarning(UserWarning):
     """Benchmark files missing from the data dir: training queries equal to theirs cannot be removed."""
 
 
