@@ -510,11 +510,9 @@ def search(
     try:
         with user_errors():
             idx = _open_index(name, index_path, qdrant_url, api_key_env)
-            have = idx.vector_names()  # no such index: the error says how to make it
-            if stored_vector(embedder) not in have:  # found before any model loads
-                raise IndexStoreError(
-                    f"Index '{name}' has no '{stored_vector(embedder)}' vectors (has {sorted(have)})."
-                )
+            have, wanted = idx.vector_names(), stored_vector(embedder)  # no such index: the error says how to make it
+            if wanted not in have:  # found before any model loads
+                raise IndexStoreError(f"Index '{name}' has no '{wanted}' vectors (has {sorted(have)}).")
             if embedder == "bm25":
                 emb = idx.load_bm25()
             else:

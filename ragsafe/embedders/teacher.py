@@ -58,8 +58,9 @@ class TeacherEmbedder:
             with quiet_loading() if local else nullcontext():
                 self.model = SentenceTransformer(path, device=device, local_files_only=local)
         except OSError as err:  # a hub id that cannot be fetched: one message, not the hub client's traceback
+            why = (str(err).splitlines() or [type(err).__name__])[0]
             raise TeacherError(
-                f"Could not load teacher '{spec}' ({str(err).splitlines()[0]}). Known name: 'minilm'; or pass a "
+                f"Could not load teacher '{spec}' ({why}). Known name: 'minilm'; or pass a "
                 "sentence-transformers folder."
             ) from err
         self.batch_size = batch_size
