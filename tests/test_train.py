@@ -275,6 +275,11 @@ def test_run_writes_a_loadable_checkpoint_with_a_card(qwen_tiny, teacher, tmp_pa
         Trainer(replace(cfg, lr=1.0), qwen_tiny, teacher).run(resume=True)
     Trainer(replace(cfg, steps=4), qwen_tiny, teacher).run(resume=True)  # more steps may be asked for
     assert read_run_config(cfg.out).steps == 4  # and a later plain resume keeps them
+    resumed = read_config(out)["card"]
+    assert resumed["stage2_steps"] == 4
+    # the resumed run overwrote the card; what the first run measured before stage 2 is still on it
+    assert resumed["validation"]["after_heads"] == card["validation"]["after_heads"]
+    assert resumed["validation"]["untrained"] == card["validation"]["untrained"]
 
 
 def test_kill_9_during_training_then_resume(tmp_path):

@@ -285,8 +285,10 @@ class Trainer:
         self.collected = collect_queries(cfg)
         start = check_init_from(cfg, None if backbone else cfg.backbone) if cfg.init_from else None
         cfg.out.mkdir(parents=True, exist_ok=True)
-        self.backbone = backbone or load_backbone(cfg.backbone)
+        # the teacher first: it loads in seconds, and a teacher id that cannot be had fails before the
+        # backbone's long load rather than after it
         self.teacher = teacher or TeacherEmbedder(cfg.teacher)
+        self.backbone = backbone or load_backbone(cfg.backbone)
         if start is not None:  # before `prepare` generates the answers
             check_init_models(init_from_path(cfg.init_from), start, self.backbone, self.teacher.dim)
         self.history: list[dict] = []
@@ -297,6 +299,9 @@ class Trainer:
         self.wall_before = 0.0  # wall time of earlier runs of the same training (resume)
         self.on_step: Callable[[int], None] | None = None  # called after each stage-2 step (tests, monitoring)
         self.best_step: int | None = None  # the stage-2 step whose state the run ends on (keep_best)
+        # validation before stage 2 (untrained, after the heads): kept in the trainer state, so the card of
+        # a resumed run still shows what the first run measured before its tokens moved
+        self.validation_before: dict[str, dict] = {}
 
     # ---------------------------------------------------------------- data
     def prepare(self) -> None:
@@ -443,7 +448,13 @@ class Trainer:
                 if key in state:
                     tensors[f"{name}.{key}"] = state[key].contiguous()
         save_file(tensors, str(folder / saved / "optimizer.safetensors"))
-        progress = {"step": step, "history": self.history, "wall_seconds": self.wall_seconds(), "saved": saved}
+        progress = {
+            "step": step,
+            "history": self.history,
+            "wall_seconds": self.wall_seconds(),
+            "saved": saved,
+            "validation_before": self.validation_before,
+        }
         if best is not None:
             if best.get("saved") is None:  # a new best: written once, under a name no other save used
                 name = f"best-{best['step']:06d}-{time.time_ns():x}.safetensors"
@@ -483,6 +494,7 @@ class Trainer:
                 }
         self.history = progress["history"]
         self.wall_before = float(progress.get("wall_seconds", 0.0))
+        self.validation_before = progress.get("validation_before") or self.validation_before
         best = progress.get("best")
         if best is not None:
             state = load_file(str(folder / best["saved"]))
@@ -617,9 +629,13 @@ class Trainer:
         if not resumed and not self.cfg.init_from:  # a started checkpoint's heads are already fitted
             self.fit_heads()
         self._broadcast_parameters()
-        # on resume the trained state is loaded inside train_tokens; evaluating here would show the untrained one
-        after_heads = self.evaluate() if not resumed else {"note": "resumed; see the first run's card"}
+        # on resume the trained state is loaded inside train_tokens, and with it what the first run measured
+        # here; evaluating now would show the untrained tokens. (A state saved before these numbers were
+        # kept has none: the card says so.)
+        if not resumed:
+            self.validation_before = {"untrained": initial, "after_heads": self.evaluate()}
         steps_done = self.train_tokens(resume=resume)
+        before = self.validation_before or {"untrained": initial, "after_heads": {"note": "not kept by this state"}}
         final = self.evaluate()
         ex = self.examples
         card = {
@@ -636,8 +652,7 @@ class Trainer:
             "wall_seconds_this_run": round(time.time() - start, 1),
             "wall_seconds_total": self.wall_seconds(),
             "validation": {
-                "untrained": initial,
-                "after_heads": after_heads,
+                **before,
                 "final": final,
                 "teacher_query_reference": self.teacher_query_reference,
             },
