@@ -14,6 +14,9 @@ python benchmarks/harmful_retrieval.py --slow-n 32 \
   ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/harmful_retrieval.py --slow-n 32 --int8 --embedders teacher,gen_asym,gen_hybrid,hyde \
   ${DATA_DIR:+--data-dir "$DATA_DIR"}
+# the teacher and gen_hybrid on the 200 goals the GPU's 512-token HyDE run answered (its comparison)
+python benchmarks/harmful_retrieval.py --embedders teacher,gen_hybrid --advbench-n 200 \
+  --name harmful_retrieval_first200 ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/safety_filter.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/probe_labels.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/probe_layers.py ${DATA_DIR:+--data-dir "$DATA_DIR"}

@@ -14,6 +14,7 @@ ORDER = [
     "harmful_retrieval",
     "harmful_retrieval_cuda",
     "harmful_retrieval_cuda_hyde512",
+    "harmful_retrieval_first200",
     "harmful_retrieval_int8",
     "reasoning",
     "general",
