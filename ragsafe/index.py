@@ -135,7 +135,7 @@ class Index:
     def __init__(
         self, name: str, path: str | Path | None = None, url: str | None = None, api_key_env: str = "QDRANT_API_KEY"
     ) -> None:
-        if not name or not name.replace("-", "").replace("_", "").isalnum():
+        if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
             raise IndexStoreError(f"Index name must be letters, digits, '-' or '_', got {name!r}.")
         self.name = name
         self.folder: Path | None = None
@@ -149,6 +149,8 @@ class Index:
                 raise IndexStoreError(f"Cannot reach the Qdrant server at {url}: {err}") from err
         else:
             folder = Path(path) if path else default_index_path()
+            if folder.exists() and not folder.is_dir():
+                raise IndexStoreError(f"The index folder {folder} is a file; give a folder (made if missing).")
             folder.mkdir(parents=True, exist_ok=True)
             self.folder = folder.resolve()
             self.client = _LOCAL_CLIENTS.acquire(self.folder)
@@ -171,10 +173,14 @@ class Index:
     def exists(self) -> bool:
         return self.client.collection_exists(self.name)
 
-    def vector_names(self) -> dict[str, int | None]:
-        """Embedder name -> dimension (None for sparse) of the existing collection."""
+    def require(self) -> None:
+        """Fail, saying how to make it, when this index does not exist."""
         if not self.exists():
             raise IndexStoreError(f"No index named '{self.name}'. Create it with: ragsafe index DIR --name {self.name}")
+
+    def vector_names(self) -> dict[str, int | None]:
+        """Embedder name -> dimension (None for sparse) of the existing collection."""
+        self.require()
         params = self.client.get_collection(self.name).config.params
         dense = {k: v.size for k, v in (params.vectors or {}).items()}
         sparse = dict.fromkeys(params.sparse_vectors or {})

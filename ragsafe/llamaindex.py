@@ -22,9 +22,9 @@ import contextlib
 import hashlib
 import threading
 import weakref
-from typing import Any
+from typing import Any, Literal
 
-from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, PrivateAttr
 from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.retrievers import BaseRetriever
@@ -138,7 +138,9 @@ class RagsafeSafetyFilter(BaseNodePostprocessor):
     query above the threshold (`suppress`). It runs its own gen pass on the query; `RagsafeRetriever`
     over a ragsafe `Index` shares one pass between retrieval and score."""
 
-    mode: Mode = "flag"
+    # checked on assignment too: `mode = "bogus"` set later would otherwise act as flag, unsaid
+    model_config = ConfigDict(validate_assignment=True)
+    mode: Literal["flag", "suppress"] = "flag"
     _scorer: Any = PrivateAttr()
 
     def __init__(self, embedder: Embedder, mode: Mode = "flag", **kwargs: Any) -> None:
@@ -246,7 +248,8 @@ class RagsafeRetriever(BaseRetriever):
             embedder = index.load_bm25()
         check_mode(safety)
         self.where = None if filters is None else qdrant_filter(filters)  # now: a bad operator fails here
-        index.check_vectors({storage_name(embedder)})  # now, not at the first query
+        index.require()  # now, not at the first query
+        index.check_vectors({storage_name(embedder)})
         self.index, self.embedder, self.k = index, embedder, k
         self.locked = _LockedIndex(index)
         self.safe: SafeRetriever | None = None

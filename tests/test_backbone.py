@@ -127,3 +127,16 @@ def test_int8_refuses_what_it_cannot_quantize_and_training_refuses_int8(tmp_path
         with pytest.raises(BackboneError, match="without int8"):
             fit()
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_name_that_is_no_local_path_and_no_reachable_hub_id_says_both_in_one_line(monkeypatch):
+    from ragsafe.model import backbone
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to the hub.\nCheck your internet connection or see ...")
+
+    monkeypatch.setattr(backbone.AutoModelForCausalLM, "from_pretrained", offline)
+    with pytest.raises(BackboneError, match="no local file or folder by that name") as caught:
+        load_backbone("models/qwen-typo")
+    assert "We couldn't connect to the hub." in str(caught.value)
+    assert "Check your internet" not in str(caught.value)  # the first line says why; the rest is noise

@@ -295,3 +295,37 @@ def test_a_teacher_path_that_is_not_a_folder_is_one_clear_error(tmp_path):
     for spec in (str(tmp_path / "nowhere"), "./nowhere", str(tmp_path / "file")):
         with pytest.raises(TeacherError, match="does not exist"):
             TeacherEmbedder(spec)
+
+
+def test_an_empty_instruction_is_one_of_its_own_not_the_default(qwen_tiny):
+    gen = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=16)), query_instruction="Retrieve a passage:")
+    bare = gen.encoder.encode(["bread"])  # no instruction at all
+    assert np.allclose(gen.encode_queries(["bread"], instruction=""), bare, atol=1e-6)
+    assert not np.allclose(gen.encode_queries(["bread"]), bare, atol=1e-3)  # None: the embedder's own
+    assert gen.probe_differs("") and not gen.probe_differs(None)
+
+
+def test_gen_documents_say_once_when_they_outrun_the_text_budget(qwen_tiny):
+    config = GenConfig(out_dim=16, max_length=40)
+    gen = GenEmbedder(GenEncoder(qwen_tiny, config))
+    long = " ".join(["word"] * 200)
+    budget = config.text_budget  # max_length less the trained tokens
+    with pytest.warns(UserWarning, match=f"1 of 2 passages are longer than the gen encoder's {budget} text tokens"):
+        gen.encode_documents([long, "short"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gen.encode_documents([long])  # said once per embedder
+        GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=16, max_length=40))).encode_documents(["short"])
+
+
+def test_gen_load_checks_its_arguments_before_any_backbone_loads(teacher, tmp_path):
+    from ragsafe.embedders.registry import build_embedders
+    from ragsafe.model.checkpoint import CheckpointError
+
+    nowhere = str(tmp_path / "no-such-model")  # loading it would fail with a BackboneError
+    with pytest.raises(ValueError, match="documents must be"):
+        GenEmbedder.load(backbone=nowhere, documents="bogus")
+    with pytest.raises(ValueError, match="query_mix must be >= 0"):
+        GenEmbedder.load(backbone=nowhere, hybrid=True, query_mix=-1.0)
+    with pytest.raises(CheckpointError, match="not a ragsafe checkpoint"):
+        build_embedders(["gen_asym"], checkpoint=str(tmp_path / "no-ckpt"), backbone=nowhere, teacher=teacher)

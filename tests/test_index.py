@@ -311,3 +311,11 @@ def test_reindexing_adopts_unmarked_points_and_counts_the_rest(tmp_path, demo):
     spared = idx.prune("/docs", demo[:1], spare={demo[1].source})
     assert spared.removed == 1 and idx.count() == 6 - 1 - 1  # demo[1]'s file was unreadable: it stays
     idx.close()
+
+
+def test_an_index_folder_that_is_a_file_or_a_name_that_is_no_string_is_one_clear_error(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(IndexStoreError, match="is a file"):
+        Index("docs", path=tmp_path / "afile")
+    with pytest.raises(IndexStoreError, match="Index name must be"):
+        Index(123, path=tmp_path / "q")  # type: ignore[arg-type]

@@ -232,6 +232,10 @@ def test_safety_filter_brings_flag_and_suppress_to_a_llamaindex_retriever(qwen_t
         RagsafeSafetyFilter(teacher)
     with pytest.raises(ValueError, match="leave it out"):
         RagsafeSafetyFilter(gen, "off")
+    with pytest.raises(ValueError, match="suppress"):  # a mode set later is checked as well
+        flag.mode = "bogus"
+    suppress.mode = "flag"
+    assert suppress.postprocess_nodes(retriever.retrieve(refused), query_str=refused) != []
 
 
 def test_retriever_filters_on_passage_metadata(tmp_path, teacher):
@@ -262,3 +266,12 @@ def test_retriever_filters_on_passage_metadata(tmp_path, teacher):
                 teacher,
                 filters=MetadataFilters(filters=[MetadataFilter(key="source", value="p", operator="text_match")]),
             )
+
+
+def test_a_retriever_over_an_index_that_does_not_exist_fails_when_built(tmp_path, teacher):
+    idx = Index("nothing-here", path=tmp_path / "q")
+    try:
+        with pytest.raises(IndexStoreError, match="No index named 'nothing-here'"):
+            RagsafeRetriever(idx, teacher, k=2)
+    finally:
+        idx.close()

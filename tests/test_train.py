@@ -606,3 +606,16 @@ def test_answers_cached_before_long_queries_were_cut_are_not_reused(qwen_tiny):
     assert response_key(qwen_tiny, "p", settings, "short") == plain_key("short")  # caches stay valid
     long = " ".join(f"word{i}" for i in range(300))
     assert response_key(qwen_tiny, "p", settings, long) != plain_key(long)
+
+
+def test_a_teacher_that_cannot_be_had_fails_before_the_backbone_loads(tmp_path, monkeypatch):
+    import ragsafe.train.trainer as trainer_module
+    from ragsafe.embedders.teacher import TeacherError
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone loaded before the teacher was checked")
+
+    monkeypatch.setattr(trainer_module, "load_backbone", no_backbone)
+    cfg = small_config(tmp_path, [f"what is thing number {i}" for i in range(12)], teacher=str(tmp_path / "nowhere"))
+    with pytest.raises(TeacherError, match="does not exist"):
+        Trainer(cfg)

@@ -62,6 +62,13 @@ def fitted_query_mix(checkpoint: str | Path | None = None) -> float:
     return float(fitted["beta"])
 
 
+def check_side_and_mix(documents: str, query_mix: float | None) -> None:
+    if documents not in ("gen", "teacher"):
+        raise ValueError(f"documents must be 'gen' or 'teacher', got {documents!r}")
+    if query_mix is not None and query_mix < 0:
+        raise ValueError(f"query_mix must be >= 0, got {query_mix}")
+
+
 class GenEmbedder:
     sparse = False
 
@@ -76,8 +83,7 @@ class GenEmbedder:
         query_mix: float | None = None,
         query_gate: QueryGate | None = None,
     ) -> None:
-        if query_mix is not None and query_mix < 0:
-            raise ValueError(f"query_mix must be >= 0, got {query_mix}")
+        check_side_and_mix(documents, query_mix)
         if query_gate is not None and query_mix is None:
             raise ValueError("query_gate decides where the query mix applies: it needs query_mix.")
         if query_mix is not None and documents != "teacher":
@@ -89,8 +95,6 @@ class GenEmbedder:
                 raise ValueError(
                     f"teacher dim {teacher.dim} != gen dim {encoder.dim}: not the teacher it was trained on."
                 )
-        elif documents != "gen":
-            raise ValueError(f"documents must be 'gen' or 'teacher', got {documents!r}")
         self.encoder = encoder
         self.query_instruction = query_instruction
         self.document_instruction = document_instruction
@@ -104,6 +108,7 @@ class GenEmbedder:
         self.safety: dict | None = None  # the checkpoint's refusal calibration, set by `load`
         # the query instruction the harm probe was calibrated under (`load` sets the checkpoint's)
         self.probe_instruction: str | None = query_instruction
+        self._cut_warned = False
 
     @classmethod
     def load(
@@ -128,6 +133,7 @@ class GenEmbedder:
         Without any checkpoint, the tokens are freshly initialised (untrained): everything works, the
         embeddings just carry no training yet; a warning says so.
         """
+        check_side_and_mix(documents, query_mix)  # before the backbone's load, as every check here
         path = Path(checkpoint) if checkpoint else default_checkpoint_dir()
         config: dict = read_config(path) if path is not None else {}
         if query_mix is not None and not hybrid:
@@ -170,12 +176,17 @@ class GenEmbedder:
 
     def encode_gen_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
         """The pure gen vectors: the predicted answer's embedding (what the refusal score reads)."""
-        return self.encoder.encode(texts, instruction or self.query_instruction, batch_size=self.batch_size)
+        return self.encoder.encode(texts, self._query_instruction(instruction), batch_size=self.batch_size)
+
+    def _query_instruction(self, instruction: str | None) -> str | None:
+        # "" is an instruction of its own (the bare query, as two of the shipped pool's are): only None
+        # means the embedder's
+        return self.query_instruction if instruction is None else instruction
 
     def probe_differs(self, instruction: str | None = None) -> bool:
         """Whether queries embedded under `instruction` (default: the current query instruction) need
         a pass of their own for the harm probe."""
-        return self.probe_instruction != (instruction or self.query_instruction)
+        return self.probe_instruction != self._query_instruction(instruction)
 
     def encode_probe_queries(self, texts: Sequence[str], show_progress: bool | None = None) -> np.ndarray:
         """The texts' gen vectors under the instruction the harm probe was calibrated with."""
@@ -225,4 +236,23 @@ class GenEmbedder:
         if self.documents == "teacher":
             assert self.teacher is not None
             return self.teacher.encode_documents(texts)  # not embed(): that would cut long passages unsaid
+        self._warn_if_cut(texts)
         return self.encoder.encode(texts, self.document_instruction, batch_size=self.batch_size)
+
+    def _warn_if_cut(self, texts: Sequence[str]) -> None:
+        """Say once when passages run past the backbone's text budget, as the teacher does for its window:
+        their ends would go unembedded, unseen (LlamaIndex's default 1,024-token chunks would)."""
+        texts = check_texts(texts)
+        if self._cut_warned or not texts:
+            return
+        budget = self.encoder.config.text_budget
+        prefix = f"{self.document_instruction} " if self.document_instruction else ""
+        counted = self.encoder.backbone.tokenizer([prefix + t for t in texts], add_special_tokens=True)
+        cut = sum(len(ids) > budget for ids in counted["input_ids"])
+        if cut:
+            self._cut_warned = True
+            warnings.warn(
+                f"{cut} of {len(texts)} passages are longer than the gen encoder's {budget} text tokens and lose "
+                "their ends; shorter chunks (--chunk-words, or your splitter's chunk size) keep them whole.",
+                stacklevel=3,
+            )

@@ -49,7 +49,7 @@ class HyDEEmbedder:
         return out
 
     def encode_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
-        self.last_answers = self.answers(texts, instruction or self.query_instruction)
+        self.last_answers = self.answers(texts, self.query_instruction if instruction is None else instruction)
         return self.teacher.embed(self.last_answers)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:

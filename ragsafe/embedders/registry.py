@@ -10,6 +10,7 @@ from ragsafe.embedders.llm_mean import LLMMeanEmbedder
 from ragsafe.embedders.teacher import TeacherEmbedder
 from ragsafe.model.backbone import Backbone, load_backbone
 from ragsafe.model.chat import GenerationSettings
+from ragsafe.model.checkpoint import read_config
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.train.generate import DEFAULT_POLICY
 
@@ -28,6 +29,9 @@ def build_embedders(
     the harm probe's threshold for the trained gen entries instead of the checkpoint's; int8: the
     backbone's MLP in int8 (`quantize_int8`: CPU, faster queries, slightly different vectors)."""
     names = embedder_names(names)  # "gen_asym" or "teacher,bm25" is not a list of letters
+    if checkpoint is not None and any(n.startswith("gen") and not n.endswith("_untrained") for n in names):
+        read_config(checkpoint)  # a wrong checkpoint fails now, not after the models load
+    mix = fitted_query_mix(checkpoint) if "gen_hybrid_untrained" in names else None
     teacher = teacher or TeacherEmbedder()
     bb: Backbone | None = None
     if any(n not in ("bm25", "teacher") for n in names):
@@ -62,9 +66,10 @@ def build_embedders(
             emb.name = name
             out.append(emb)
         elif name in ("gen_untrained", "gen_asym_untrained", "gen_hybrid_untrained"):
-            mix = fitted_query_mix(checkpoint) if name == "gen_hybrid_untrained" else None
             encoder = GenEncoder(bb, GenConfig(out_dim=teacher.dim))
-            emb = GenEmbedder(encoder, documents=documents, teacher=teacher, query_mix=mix)
+            emb = GenEmbedder(
+                encoder, documents=documents, teacher=teacher, query_mix=mix if name == "gen_hybrid_untrained" else None
+            )
             emb.name = name
             out.append(emb)
         elif name == "llm_mean":

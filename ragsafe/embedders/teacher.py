@@ -58,9 +58,10 @@ class TeacherEmbedder:
             with quiet_loading() if local else nullcontext():
                 self.model = SentenceTransformer(path, device=device, local_files_only=local)
         except OSError as err:  # a hub id that cannot be fetched: one message, not the hub client's traceback
-            why = (str(err).splitlines() or [type(err).__name__])[0]
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            tried = "from that folder" if local else "as a hub id (there is no local folder by that name)"
             raise TeacherError(
-                f"Could not load teacher '{spec}' ({why}). Known name: 'minilm'; or pass a "
+                f"Could not load teacher '{spec}' {tried}: {why} Known name: 'minilm'; or pass a "
                 "sentence-transformers folder."
             ) from err
         self.batch_size = batch_size
@@ -101,6 +102,6 @@ class TeacherEmbedder:
             self._cut_warned = True
             warnings.warn(
                 f"{cut} of {len(texts)} passages are longer than the teacher's {limit} tokens and lose their "
-                "ends; shorter chunks (--chunk-words) keep them whole.",
+                "ends; shorter chunks (--chunk-words, or your splitter's chunk size) keep them whole.",
                 stacklevel=3,
             )

@@ -335,10 +335,12 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, dtype: torch.dtype | None = None
         try:
             model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(spec)
-        except OSError as err:
+        except OSError as err:  # the hub client's message runs to many lines: its first says why
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise BackboneError(
-                f"Could not load '{spec}' as a hub id ({err}). Known names: 'default', 'smollm2'; "
-                "or pass a .gguf file or a local model directory."
+                f"Could not load '{spec}': there is no local file or folder by that name (from {Path.cwd()}), "
+                f"and as a hub id: {why} Known names: 'default', 'smollm2'; or pass a .gguf file or a local "
+                "model directory."
             ) from err
     if torch.cuda.is_available():
         model = model.to("cuda")
