@@ -421,7 +421,7 @@ def index(
                 embs = build_embedders(names, str(checkpoint) if checkpoint else None, backbone, int8=int8)
             added = idx.add(passages, embs, corpus=source)
         # after the add: a failed run drops nothing, and a file unreadable this time keeps its passages
-        pruned = idx.prune(source, passages, spare={path for path, _ in report.skipped}) if prune else None
+        pruned = idx.prune(source, passages, spare=set(report.unread)) if prune else None
         if not prune:  # its passages are this folder's too, so pruning another folder leaves them
             idx.claim(source, passages)
         total = idx.count()

@@ -7,12 +7,15 @@ date) travel with each of its passages as metadata, so searches can filter on th
 are cut into passages of at most `chunk_words` words, so no single input to a model is ever a whole
 huge file.
 
-A passage id is a hash of its source path (relative to the corpus root), its text and its record's
-fields: the same content at the same place gets the same id on every run, which makes indexing
-idempotent, and a changed field makes a new passage, so re-indexing replaces the stale one.
+A passage id is a hash of its source path (relative to the corpus root), its text, its record's
+fields (its `id` among them, stored as `field_id`) and a title the document gives itself (a record's
+`title`, an HTML `<title>`): the same content at the same place gets the same id on every run, which
+makes indexing idempotent, and a changed field or title makes a new passage, so re-indexing replaces
+the stale one. Plain files, titled by their name, keep the ids of earlier versions.
 Files that cannot be read (binary, not UTF-8, empty, unreadable) are listed in the report and
-skipped, never fatal; so are .jsonl lines that hold no record (the file's other lines are read), folders
-that cannot be listed, broken links and entries that are not regular files. Linked folders are followed,
+skipped, never fatal (`CorpusReport.unread` names those whose earlier passages re-indexing keeps);
+so are .jsonl lines that hold no record (the file's other lines are read), folders that cannot be
+listed, broken links and entries that are not regular files. Linked folders are followed,
 each real folder read once.
 """
 
@@ -59,7 +62,8 @@ class Passage:
 
     @property
     def metadata(self) -> dict:
-        return {"source": self.source, "title": self.title, "chunk": self.chunk, **self.fields}
+        # the passage's own keys last: a hand-made Passage's fields must not overwrite them
+        return {**self.fields, "source": self.source, "title": self.title, "chunk": self.chunk}
 
 
 @dataclass
@@ -67,6 +71,10 @@ class CorpusReport:
     files_read: int = 0
     passages: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # files and folders that could not be read this time (not those read and found empty): re-indexing
+    # keeps what they held before rather than deleting it over a passing fault (an unmounted share, a
+    # file being written)
+    unread: list[str] = field(default_factory=list)
 
 
 def passage_id(source: str, text: str, fields: dict | None = None) -> str:
@@ -77,11 +85,12 @@ def passage_id(source: str, text: str, fields: dict | None = None) -> str:
 
 
 def record_fields(row: dict) -> dict:
-    """A record's fields besides text, title and id, as Qdrant payload: scalars as they are, anything
-    else as JSON text; names ragsafe uses itself get a "field_" prefix instead of overwriting them."""
+    """A record's fields besides its text and title, as Qdrant payload: scalars as they are, anything
+    else as JSON text; names ragsafe uses itself get a "field_" prefix instead of overwriting them (the
+    record's `id` is kept as `field_id`)."""
     out = {}
     for key, value in row.items():
-        if key in ("text", "title", "id") or value is None or value == "":
+        if key in ("text", "title") or value is None or value == "":
             continue
         name = f"field_{key}" if key in RESERVED_KEYS else str(key)
         out[name] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value, ensure_ascii=False)
@@ -145,16 +154,17 @@ def _read_text(path: Path) -> str:
         raise CorpusError(f"not UTF-8 ({err.reason} at byte {err.start})") from err
 
 
-def _documents(path: Path, bad_rows: list[str]) -> Iterator[tuple[str, str, dict]]:
-    """(title, text, the record's other fields) of each document in one file; a .jsonl line that is no
-    record goes into `bad_rows` (why) and the rest of the file is still read."""
+def _documents(path: Path, bad_rows: list[str]) -> Iterator[tuple[str, str, dict, bool]]:
+    """(title, text, the record's other fields, whether the title is the document's own rather than made
+    up from a name or a line number) of each document in one file; a .jsonl line that is no record goes
+    into `bad_rows` (why) and the rest of the file is still read."""
     suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
-        yield path.stem, _read_text(path), {}
+        yield path.stem, _read_text(path), {}, False
     elif suffix in (".html", ".htm"):
         parser = _TextOnly()
         parser.feed(_read_text(path))
-        yield parser.title or path.stem, "".join(parser.parts), {}
+        yield parser.title or path.stem, "".join(parser.parts), {}, bool(parser.title)
     elif suffix == ".jsonl":
         # records end at "\n" only: splitlines() would also cut at U+2028 and the like, which JSON strings
         # may hold unescaped
@@ -169,7 +179,8 @@ def _documents(path: Path, bad_rows: list[str]) -> Iterator[tuple[str, str, dict
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 bad_rows.append(f"line {n} has no string 'text' field")
                 continue
-            yield str(row.get("title") or row.get("id") or f"{path.stem}:{n}"), row["text"], record_fields(row)
+            title = row.get("title")
+            yield str(title or row.get("id") or f"{path.stem}:{n}"), row["text"], record_fields(row), bool(title)
     elif suffix == ".csv":
         # newline="": the csv module splits rows itself, so a quoted field keeps its line breaks
         reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
@@ -177,7 +188,8 @@ def _documents(path: Path, bad_rows: list[str]) -> Iterator[tuple[str, str, dict
             raise CorpusError("no 'text' column")
         for n, row in enumerate(reader, 1):
             title = str(row.get("title") or row.get("id") or f"{path.stem}:{n}")
-            yield title, row.get("text") or "", record_fields({k: v for k, v in row.items() if k is not None})
+            fields = record_fields({k: v for k, v in row.items() if k is not None})
+            yield title, row.get("text") or "", fields, bool(row.get("title"))
     elif suffix == ".pdf":
         try:
             from pypdf import PdfReader
@@ -185,7 +197,7 @@ def _documents(path: Path, bad_rows: list[str]) -> Iterator[tuple[str, str, dict
             raise CorpusError("PDF support needs the optional package: pip install pypdf") from err
         try:
             reader = PdfReader(str(path))
-            yield path.stem, "\n\n".join(page.extract_text() or "" for page in reader.pages), {}
+            yield path.stem, "\n\n".join(page.extract_text() or "" for page in reader.pages), {}, False
         except Exception as err:  # pypdf raises many types for damaged files
             raise CorpusError(f"unreadable PDF ({err})") from err
     else:
@@ -194,7 +206,7 @@ def _documents(path: Path, bad_rows: list[str]) -> Iterator[tuple[str, str, dict
 
 def _files(root: Path, report: CorpusReport) -> list[Path]:
     """Every regular file under `root`, sorted, through linked folders too; what is not read goes into the
-    report with why. Hidden files are left out unlisted, as they are not documents."""
+    report with why. Hidden files and folders are left out unlisted, as they are not documents."""
     real_root = root.resolve()
     read: dict[Path, Path] = {real_root: root}  # real folder -> the path it is read under
     files: list[Path] = []
@@ -205,6 +217,7 @@ def _files(root: Path, report: CorpusReport) -> list[Path]:
             entries = sorted(folder.iterdir())
         except OSError as err:
             report.skipped.append((str(folder.relative_to(root)), f"unreadable folder ({err.strerror or err})"))
+            report.unread.append(str(folder.relative_to(root)))
             continue
         folders: list[Path] = []
         for path in entries:
@@ -214,6 +227,9 @@ def _files(root: Path, report: CorpusReport) -> list[Path]:
             except OSError as err:
                 if not path.name.startswith("."):
                     report.skipped.append((rel, _unreadable(path, err)))
+                    report.unread.append(rel)
+                continue
+            if path.name.startswith("."):  # hidden files and folders (.git, .venv) are not documents
                 continue
             if stat.S_ISDIR(mode):
                 why = _not_walked(path, root, real_root, read)
@@ -222,8 +238,6 @@ def _files(root: Path, report: CorpusReport) -> list[Path]:
                 else:
                     read[path.resolve()] = path
                     folders.append(path)
-            elif path.name.startswith("."):
-                continue
             elif stat.S_ISREG(mode):
                 files.append(path)
             else:
@@ -286,13 +300,18 @@ def load_corpus(root: str | Path, chunk_size: int = CHUNK_WORDS) -> tuple[list[P
         found: list[Passage] = []  # a file that fails to read counts not at all
         bad_rows: list[str] = []
         try:
-            for title, text, fields in _documents(path, bad_rows):
+            for title, text, fields, own_title in _documents(path, bad_rows):
+                # "title" is never a field name (record_fields leaves it out), so it cannot collide here
+                identity = {**fields, "title": title} if own_title else fields
                 for i, chunk in enumerate(chunk_words(text, chunk_size)):
-                    found.append(Passage(passage_id(rel, chunk, fields), chunk, rel, title, i, fields))
+                    found.append(Passage(passage_id(rel, chunk, identity), chunk, rel, title, i, fields))
         except (CorpusError, OSError) as err:
             report.skipped.append((rel, str(err)))
+            report.unread.append(rel)
             continue
-        # listed under the file's path, so re-indexing also spares the passages its bad rows had
+        # the file is spared as a whole: which earlier passages its bad rows held cannot be told
+        if bad_rows:
+            report.unread.append(rel)
         report.skipped.extend((rel, f"{why}: skipped") for why in bad_rows[:MAX_BAD_ROWS])
         if len(bad_rows) > MAX_BAD_ROWS:
             report.skipped.append((rel, f"and {len(bad_rows) - MAX_BAD_ROWS} more such lines: skipped"))

@@ -65,10 +65,20 @@ def default_index_path() -> Path:
 
 def point_id(passage_id: str) -> str:
     """Qdrant wants a UUID (or an integer): ragsafe's hex ids map onto one, any other id is hashed first."""
-    head = passage_id[:32]
-    if len(head) < 32 or not all(c in "0123456789abcdefABCDEF" for c in head):  # padding would merge "1", "10"
+    # only an id that is exactly 32 hex digits is one already: a prefix would merge "<md5>-0" with "<md5>-1",
+    # and padding would merge "1" with "10"
+    head = passage_id
+    if len(head) != 32 or not all(c in "0123456789abcdefABCDEF" for c in head):
         head = hashlib.sha256(passage_id.encode("utf-8")).hexdigest()[:32]
     return str(uuid.UUID(hex=head))
+
+
+def _under(source: object, spared: set[str] | frozenset[str]) -> bool:
+    """Whether a point's source is one of these paths or lies in a folder among them."""
+    if not isinstance(source, str):
+        return False
+    parts = Path(source).parts
+    return any(str(Path(*parts[:n])) in spared for n in range(1, len(parts) + 1))
 
 
 def check_k(k: object) -> None:
@@ -94,7 +104,9 @@ class _SharedLocalClients:
     same folder share its client; the last one to close closes it. (Process-wide, as that lock is.)"""
 
     def __init__(self) -> None:
-        self._guard = threading.Lock()
+        # reentrant: the garbage collector can finalize a dropped Index (which releases its folder) in the
+        # middle of `acquire`, on the same thread; a plain lock would wait for itself forever
+        self._guard = threading.RLock()
         self._open: dict[Path, list] = {}  # folder -> [client, how many Index objects hold it]
 
     def acquire(self, folder: Path) -> QdrantClient:
@@ -358,7 +370,8 @@ class Index:
         if not passages:
             return 0
         self.ensure(embedders)
-        todo = self.missing(passages)
+        # one point per id: a repeated id would be embedded twice, stored once and counted twice
+        todo = self.missing(list({point_id(p.id): p for p in passages}.values()))
         lacking = sorted(set(self.vector_names()) - {storage_name(e) for e in embedders})
         if todo and lacking:
             raise IndexStoreError(
@@ -387,7 +400,7 @@ class Index:
                             name: _sparse(v[row]) if sp.issparse(v) else np.asarray(v[row]).tolist()
                             for name, v in vectors.items()
                         },
-                        payload={"passage_id": p.id, "text": p.text, **p.metadata, **mark},
+                        payload={**p.metadata, **mark, "passage_id": p.id, "text": p.text},
                     )
                     for row, p in enumerate(chunk)
                 ]
@@ -416,10 +429,11 @@ class Index:
 
     def prune(self, corpus: str, keep: list[Passage], spare: set[str] | frozenset[str] = frozenset()) -> Pruned:
         """Delete the points indexed from `corpus` (see `add`) that are not among `keep`: passages of files
-        since edited or removed. Points whose `source` is in `spare` (files that could not be read this
-        time) stay, and so do other corpora's: a point another folder also holds only loses this
-        folder's mark. The points of `keep` take this corpus's mark first (`claim`); unmarked points
-        (added by an earlier ragsafe, or through the API without a corpus) outside `keep` are only counted."""
+        since edited or removed. Points whose `source` is in `spare` or under a folder there (what could not
+        be read this time: `CorpusReport.unread`) stay, and so do other corpora's: a point another
+        folder also holds only loses this folder's mark. The points of `keep` take this corpus's mark first
+        (`claim`); unmarked points (added by an earlier ragsafe, or through the API without a corpus)
+        outside `keep` are only counted."""
         if not self.exists():
             return Pruned(0, 0)
         self.claim(corpus, keep)
@@ -430,7 +444,7 @@ class Index:
         mine = models.Filter(must=[models.FieldCondition(key="corpus", match=models.MatchValue(value=corpus))])
         stale, shared = [], {}
         for point in self._scroll(mine, ["source", "corpus"]):
-            if str(point.id) in wanted or point.payload.get("source") in spare:
+            if str(point.id) in wanted or _under(point.payload.get("source"), spare):
                 continue
             others = tuple(m for m in _marks(point.payload) if m != corpus)
             if others:

@@ -201,7 +201,9 @@ def _clause(f: MetadataFilter) -> models.Condition:
         match = models.FieldCondition(key=key, match=models.MatchValue(value=value))
         return match if op == FilterOperator.EQ else models.Filter(must_not=[match])
     if op in (FilterOperator.IN, FilterOperator.NIN):
-        match = models.FieldCondition(key=key, match=models.MatchAny(any=list(value)))
+        # one value is a list of one: list("a.txt") would be its letters
+        values = [value] if isinstance(value, (str, int, float)) else list(value)
+        match = models.FieldCondition(key=key, match=models.MatchAny(any=values))
         return match if op == FilterOperator.IN else models.Filter(must_not=[match])
     bounds = {FilterOperator.GT: "gt", FilterOperator.GTE: "gte", FilterOperator.LT: "lt", FilterOperator.LTE: "lte"}
     if op in bounds:

@@ -62,7 +62,7 @@ class RefusalScorer:
         if safety.get("direction") is not None:
             teacher = None
             if safety.get("features") == "gen+teacher":
-                teacher = embedder.teacher or TeacherEmbedder()
+                teacher = embedder.teacher or TeacherEmbedder(embedder.trained_teacher)
             return cls(embedder, safety["direction"], safety["threshold"], safety.get("bias", 0.0), teacher)
         if safety.get("refusal_centroid") is not None:
             centroid = np.asarray(safety["refusal_centroid"], dtype=np.float32)
@@ -74,10 +74,10 @@ class RefusalScorer:
         """The scorer a gen embedder's checkpoint carries; None for other embedders or uncalibrated tokens."""
         if not isinstance(embedder, GenEmbedder) or not embedder.safety:
             return None
-        try:
-            return cls.from_safety(embedder, embedder.safety)
-        except ValueError:
+        if embedder.safety.get("direction") is None and embedder.safety.get("refusal_centroid") is None:
             return None
+        # a calibration that does not fit the embedder (another teacher's width) is an error, not "no probe"
+        return cls.from_safety(embedder, embedder.safety)
 
     def scores_for(
         self, gen_vectors: np.ndarray, queries: Sequence[str], teacher_vectors: np.ndarray | None = None

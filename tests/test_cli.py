@@ -148,6 +148,18 @@ def test_reindexing_drops_what_changed_or_went_away(tmp_path):
     assert paris.exit_code == 0 and "paris.txt" not in paris.output
     kept = runner.invoke(app, ["index", str(folder), "--name", "d", "--no-prune", *args])
     assert kept.exit_code == 0 and "added 0;" in kept.output
+    # a file emptied on purpose takes its passages with it; a folder that cannot be reached this time does not
+    (folder / "sub").mkdir()
+    (folder / "sub" / "kept.txt").write_text("Passages in a folder that is away for one run stay indexed.")
+    assert "added 1" in runner.invoke(app, ["index", str(folder), "--name", "d", *args]).output
+    (folder / "burns.md").write_text("")
+    (folder / "sub").rename(tmp_path / "away")
+    (folder / "sub").symlink_to(tmp_path / "away-for-now")  # a share that is not mounted
+    blanked = runner.invoke(app, ["index", str(folder), "--name", "d", *args])
+    assert blanked.exit_code == 0 and "removed 1 stale" in blanked.output, blanked.output
+    search = ["--embedder", "bm25", "--index-path", args[1]]
+    assert "burns.md" not in runner.invoke(app, ["search", "d", "burn cool water", *search]).output
+    assert "kept.txt" in runner.invoke(app, ["search", "d", "folder away for one run", *search]).output
 
 
 def test_resume_goes_on_with_the_runs_own_settings(tmp_path, monkeypatch):

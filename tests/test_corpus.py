@@ -203,3 +203,39 @@ def test_record_fields_travel_as_metadata_and_into_the_id(tmp_path, teacher):
         idx.add(list(passages.values()), [teacher], show_progress=False)
         hit = idx.search(teacher.encode_queries(["capital of France"])[0], "teacher", k=1)[0]
         assert hit.metadata["url"] == "https://x/paris"
+
+
+def test_a_records_id_and_own_title_are_part_of_its_passage(tmp_path):
+    rows = [
+        {"id": "r1", "title": "Doc one", "text": "Shared text."},
+        {"id": "r2", "title": "Doc two", "text": "Shared text."},
+    ]
+    (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "t.csv").write_text("id,title,text\nX-17,Hello,Some text here\n")
+    first = load_corpus(tmp_path)[0]
+    shared = [p for p in first if p.text == "Shared text."]
+    assert [p.title for p in shared] == ["Doc one", "Doc two"]  # two records, not one merged passage
+    assert [p.metadata["field_id"] for p in shared] == ["r1", "r2"]
+    assert next(p for p in first if p.source == "t.csv").metadata["field_id"] == "X-17"
+    rows[0]["title"] = "Doc one, renamed"  # a new title is a new passage: re-indexing replaces the old one
+    (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    renamed = {p.title: p.id for p in load_corpus(tmp_path)[0]}
+    assert renamed["Doc one, renamed"] not in {p.id for p in first} and renamed["Doc two"] == shared[1].id
+    (tmp_path / "page.html").write_text("<title>Old</title><p>Body text</p>")
+    before = next(p.id for p in load_corpus(tmp_path / "page.html")[0])
+    (tmp_path / "page.html").write_text("<title>New</title><p>Body text</p>")
+    assert next(p.id for p in load_corpus(tmp_path / "page.html")[0]) != before
+
+
+def test_only_what_could_not_be_read_is_kept_from_pruning_and_hidden_folders_are_left_out(tmp_path):
+    (tmp_path / "empty.txt").write_text("")  # read and found empty: its old passages may go
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01")
+    (tmp_path / "rows.jsonl").write_text('{"text": "ok"}\n{oops\n')
+    (tmp_path / "dead").symlink_to("nowhere")
+    for hidden in (".git/description", ".pytest_cache/README.md", ".venv/lib/LICENSE.txt"):
+        (tmp_path / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / hidden).write_text("not a document")
+    passages, report = load_corpus(tmp_path)
+    assert [p.source for p in passages] == ["rows.jsonl"]
+    assert sorted(report.unread) == ["binary.txt", "dead", "rows.jsonl"]
+    assert not any(path.startswith(".") for path, _ in report.skipped)

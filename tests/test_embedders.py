@@ -329,3 +329,49 @@ def test_gen_load_checks_its_arguments_before_any_backbone_loads(teacher, tmp_pa
         GenEmbedder.load(backbone=nowhere, hybrid=True, query_mix=-1.0)
     with pytest.raises(CheckpointError, match="not a ragsafe checkpoint"):
         build_embedders(["gen_asym"], checkpoint=str(tmp_path / "no-ckpt"), backbone=nowhere, teacher=teacher)
+
+
+def test_a_checkpoint_keeps_the_teacher_it_was_trained_against(qwen_tiny, teacher, tmp_path):
+    from ragsafe.embedders.registry import trained_teacher
+    from ragsafe.model.checkpoint import save_checkpoint
+    from ragsafe.retrieval import RefusalScorer
+
+    encoder = GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim))
+    other = tmp_path / "other-teacher"  # a teacher of the same width would pass every shape check
+    save_checkpoint(encoder, tmp_path / "ck", extra={"card": {"teacher": str(other)}})
+    assert trained_teacher(str(tmp_path / "ck")) == str(other)
+    with pytest.raises(ValueError, match="trained against teacher"):
+        GenEmbedder.load(tmp_path / "ck", qwen_tiny, documents="teacher", teacher=teacher)
+    mine = tmp_path / "mine"
+    save_checkpoint(encoder, mine, extra={"card": {"teacher": "minilm"}})
+    assert GenEmbedder.load(mine, qwen_tiny, documents="teacher", teacher=teacher).teacher is teacher
+    # a probe that does not fit the embedder is an error, not "these tokens carry no probe"
+    bad = {"direction": [0.1] * (teacher.dim + 5), "threshold": 0.0, "features": "gen"}
+    wrong = GenEmbedder(encoder, documents="teacher", teacher=teacher)
+    wrong.safety = bad
+    with pytest.raises(ValueError):
+        RefusalScorer.for_embedder(wrong)
+    wrong.safety = {"query_mix": 0.4}  # no probe at all
+    assert RefusalScorer.for_embedder(wrong) is None
+
+
+def test_the_identity_of_gen_and_llm_mean_follows_what_moves_their_vectors(qwen_tiny):
+    import copy
+
+    import torch
+
+    from ragsafe.embedders.identity import embedder_identity
+    from ragsafe.embedders.llm_mean import LLMMeanEmbedder
+    from ragsafe.model.backbone import Backbone
+
+    def gen(backbone, **config):
+        return embedder_identity(GenEmbedder(GenEncoder(backbone, GenConfig(out_dim=16, **config))))
+
+    half = copy.deepcopy(qwen_tiny.model).to(torch.bfloat16)
+    bf16 = Backbone.from_model(qwen_tiny.name, half, qwen_tiny.tokenizer)
+    assert bf16.fingerprint == qwen_tiny.fingerprint  # the weights' fingerprint does not see the format
+    assert gen(qwen_tiny) == gen(qwen_tiny) != gen(bf16)
+    assert gen(qwen_tiny) != gen(qwen_tiny, max_length=40)
+    llm = embedder_identity(LLMMeanEmbedder(qwen_tiny))
+    assert llm != embedder_identity(LLMMeanEmbedder(qwen_tiny, max_length=40))
+    assert llm != embedder_identity(LLMMeanEmbedder(bf16))

@@ -182,3 +182,14 @@ def test_write_results_and_a_plot_with_more_embedders_than_colours(tmp_path):
     assert re.search(r"\|\s*e11\s*\|", md) and "a note" in md and "Machine:" in md
     image = matplotlib.image.imread(write_plot(tmp_path, "demo", rows, ["a", "b"], "demo"))
     assert image.ndim == 3 and image.shape[1] > image.shape[0]
+
+
+def test_top_k_breaks_ties_at_the_cutoff_by_the_lower_index():
+    from ragsafe.evaluation.metrics import top_k
+
+    assert top_k(np.array([[0.0, 0, 0, 0, 1]]), 3).tolist() == [[4, 0, 1]]
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 3, size=(200, 30)).astype(float)
+    expected = [sorted(range(30), key=lambda j, row=row: (-row[j], j))[:5] for row in scores]
+    assert top_k(scores, 5).tolist() == expected
+    assert top_k(scores, 0).shape == (200, 0) and top_k(scores, 99).shape == (200, 30)

@@ -1,6 +1,8 @@
+import hashlib
 import math
 import subprocess
 import sys
+import uuid
 from collections import Counter
 
 import numpy as np
@@ -319,3 +321,58 @@ def test_an_index_folder_that_is_a_file_or_a_name_that_is_no_string_is_one_clear
         Index("docs", path=tmp_path / "afile")
     with pytest.raises(IndexStoreError, match="Index name must be"):
         Index(123, path=tmp_path / "q")  # type: ignore[arg-type]
+
+
+def test_ids_that_share_a_hex_prefix_stay_apart_and_a_passage_id_is_its_own_point():
+    from ragsafe.corpus import passage_id
+
+    head = "d41d8cd98f00b204e9800998ecf8427e"
+    assert point_id(f"{head}-0") != point_id(f"{head}-1") != point_id(head)
+    own = passage_id("a.txt", "text")  # ragsafe's own ids keep the points earlier versions gave them
+    assert point_id(own) == str(uuid.UUID(hex=own))
+
+
+def test_fields_cannot_overwrite_a_passages_own_keys_and_a_repeated_id_counts_once(tmp_path):
+    from ragsafe.corpus import Passage
+
+    odd = Passage("f" * 32, "hello world text", "api.txt", fields={"text": "X", "passage_id": "zzz", "source": "y"})
+    idx = Index("own", path=tmp_path)
+    assert idx.add([odd, odd], [BM25Embedder()], show_progress=False) == 1
+    hit = idx.search(idx.load_bm25().encode_queries(["hello"])[0], "bm25", 1)[0]
+    assert (hit.id, hit.text, hit.metadata["source"]) == ("f" * 32, "hello world text", "api.txt")
+    idx.close()
+
+
+def test_prune_spares_what_lies_in_a_folder_that_could_not_be_read(tmp_path):
+    from ragsafe.corpus import Passage
+
+    def passage(source: str) -> Passage:
+        return Passage(hashlib.md5(source.encode()).hexdigest(), f"text of {source}", source)
+
+    a, inside, beside = passage("a.txt"), passage("sub/b.txt"), passage("sub2/c.txt")
+    idx = Index("spare", path=tmp_path)
+    idx.add([a, inside, beside], [BM25Embedder()], show_progress=False, corpus="/docs")
+    pruned = idx.prune("/docs", [a], spare={"sub"})  # "sub" was unreadable this time; "sub2" is gone
+    assert pruned.removed == 1 and idx.missing([a, inside, beside]) == [beside]
+    idx.close()
+
+
+def test_a_finalized_index_releasing_its_folder_inside_another_open_does_not_hang(tmp_path, monkeypatch):
+    import threading
+
+    import ragsafe.index as index_module
+
+    held = Index("a", path=tmp_path / "a")
+    real = index_module.QdrantClient
+
+    def client_whose_making_runs_a_finalizer(*args, **kwargs):
+        held.close()  # what the garbage collector may do to a dropped Index, on this very thread
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(index_module, "QdrantClient", client_whose_making_runs_a_finalizer)
+    opened = []
+    worker = threading.Thread(target=lambda: opened.append(Index("b", path=tmp_path / "b")), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive() and opened, "opening an index waited on itself"
+    opened[0].close()

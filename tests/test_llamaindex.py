@@ -253,6 +253,10 @@ def test_retriever_filters_on_passage_metadata(tmp_path, teacher):
         assert sources(not_burns) == every - {"burns.md"}
         two = MetadataFilters(filters=[MetadataFilter(key="source", value=["paris.txt", "burns.md"], operator="in")])
         assert sources(two) == {"paris.txt", "burns.md"}
+        one = MetadataFilters(filters=[MetadataFilter(key="source", value="paris.txt", operator="in")])
+        assert sources(one) == {"paris.txt"}  # one value is a list of one, not of its letters
+        nin = MetadataFilters(filters=[MetadataFilter(key="source", value="paris.txt", operator="nin")])
+        assert sources(nin) == every - {"paris.txt"}
         either = MetadataFilters(
             filters=[MetadataFilter(key="source", value="paris.txt"), MetadataFilter(key="source", value="burns.md")],
             condition=FilterCondition.OR,

@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from ragsafe.embedders.teacher import TeacherEmbedder
+from ragsafe.embedders.teacher import DEFAULT_TEACHER, TeacherEmbedder, same_teacher
 from ragsafe.model.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
 from ragsafe.model.checkpoint import default_checkpoint_dir, load_checkpoint, read_config
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
@@ -109,6 +109,9 @@ class GenEmbedder:
         # the query instruction the harm probe was calibrated under (`load` sets the checkpoint's)
         self.probe_instruction: str | None = query_instruction
         self._cut_warned = False
+        # the teacher the tokens were trained against (`load` sets the checkpoint's): the harm probe reads
+        # its view of the query when no teacher is attached
+        self.trained_teacher = teacher.spec if teacher is not None else DEFAULT_TEACHER
 
     @classmethod
     def load(
@@ -143,6 +146,14 @@ class GenEmbedder:
         if hybrid:  # checked before the backbone loads: a wrong checkpoint fails fast
             documents = "teacher"
             query_mix = fitted_query_mix(path) if query_mix is None else query_mix
+        # the tokens learned one teacher's space: another of the same width would pass every shape check
+        # and retrieve from the wrong space, unsaid
+        trained_with = (config.get("card") or {}).get("teacher") or DEFAULT_TEACHER
+        if teacher is not None and not same_teacher(teacher.spec, trained_with):
+            raise ValueError(
+                f"checkpoint {path} was trained against teacher '{trained_with}', not '{teacher.spec}': its "
+                "vectors live in that teacher's space. Pass that teacher, or none."
+            )
         if not isinstance(backbone, Backbone):
             backbone = load_backbone(backbone or DEFAULT_BACKBONE)
         if path is None:
@@ -152,7 +163,7 @@ class GenEmbedder:
             encoder = load_checkpoint(path, backbone)
         instructions = config.get("instructions", {})
         if documents == "teacher" and teacher is None:
-            teacher = TeacherEmbedder()
+            teacher = TeacherEmbedder(trained_with)
         embedder = cls(
             encoder,
             query_instruction=instructions.get("query", QUERY_INSTRUCTION),
@@ -162,6 +173,7 @@ class GenEmbedder:
             query_mix=query_mix,
         )
         embedder.safety = config.get("safety")
+        embedder.trained_teacher = trained_with
         if harm_threshold is not None:
             embedder.safety = {**embedder.safety, "threshold": float(harm_threshold)}
         if hybrid and gated and (embedder.safety or {}).get("direction") is not None:

@@ -4,12 +4,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 from ragsafe.embedders.base import Embedder
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
 from ragsafe.embedders.teacher import TeacherEmbedder
+from ragsafe.model.backbone import Backbone
+
+
+def _run_identity(backbone: Backbone) -> str:
+    """The backbone as it runs: its weights (and int8), and the number format and device, which move the
+    vectors a little (bf16 against float32) and their timings a lot."""
+    return f"{backbone.identity()}|{backbone.dtype}|{backbone.device.type}"
 
 
 def embedder_identity(emb: Embedder, side: str = "documents") -> str:
@@ -22,13 +30,14 @@ def embedder_identity(emb: Embedder, side: str = "documents") -> str:
         return f"teacher:{emb.teacher.spec}"
     if isinstance(emb, GenEmbedder):
         instruction = emb.document_instruction if side == "documents" else emb.query_instruction
-        digest = hashlib.sha256(f"{emb.encoder.backbone.identity()}|{side}|{instruction}".encode())
+        config = json.dumps(emb.encoder.config.to_dict(), sort_keys=True)  # the text budget, the token layout
+        digest = hashlib.sha256(f"{_run_identity(emb.encoder.backbone)}|{config}|{side}|{instruction}".encode())
         for value in emb.encoder.state_dict().values():
             digest.update(value.detach().cpu().numpy().tobytes())
         return f"gen:{digest.hexdigest()[:16]}"
     if isinstance(emb, HyDEEmbedder):  # queries: the generated answer depends on backbone, policy, settings
-        identity = f"hyde:{emb.backbone.identity(16)}|{emb.system}|{emb.settings}|{emb.teacher.spec}"
+        identity = f"hyde:{_run_identity(emb.backbone)}|{emb.system}|{emb.settings}|{emb.teacher.spec}"
         return identity + (f"|{emb.query_instruction}" if emb.query_instruction else "")
     if isinstance(emb, LLMMeanEmbedder):
-        return f"llm_mean:{emb.backbone.identity(16)}"
+        return f"llm_mean:{_run_identity(emb.backbone)}|{emb.max_length}"
     return emb.name

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ragsafe.embedders.base import Embedder, document_side, embedder_names
 from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.embedders.gen import GenEmbedder, fitted_query_mix
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
-from ragsafe.embedders.teacher import TeacherEmbedder
+from ragsafe.embedders.teacher import DEFAULT_TEACHER, TeacherEmbedder
 from ragsafe.model.backbone import Backbone, load_backbone
 from ragsafe.model.chat import GenerationSettings
-from ragsafe.model.checkpoint import read_config
+from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.train.generate import DEFAULT_POLICY
+
+
+def trained_teacher(checkpoint: str | None) -> str:
+    """The teacher a checkpoint's tokens were trained against (default: the shipped checkpoint's)."""
+    path = Path(checkpoint) if checkpoint else default_checkpoint_dir()
+    card = (read_config(path).get("card") or {}) if path is not None else {}
+    return card.get("teacher") or DEFAULT_TEACHER
 
 
 def build_embedders(
@@ -32,7 +41,7 @@ def build_embedders(
     if checkpoint is not None and any(n.startswith("gen") and not n.endswith("_untrained") for n in names):
         read_config(checkpoint)  # a wrong checkpoint fails now, not after the models load
     mix = fitted_query_mix(checkpoint) if "gen_hybrid_untrained" in names else None
-    teacher = teacher or TeacherEmbedder()
+    teacher = teacher or TeacherEmbedder(trained_teacher(checkpoint))
     bb: Backbone | None = None
     if any(n not in ("bm25", "teacher") for n in names):
         if isinstance(backbone, Backbone):

@@ -34,6 +34,18 @@ def resolve_teacher_path(spec: str) -> str:
     return spec
 
 
+def same_teacher(a: str, b: str) -> bool:
+    """Whether two teacher specs name one model ('minilm' and the folder it resolves to are one)."""
+    if a == b:
+        return True
+    try:
+        return (
+            Path(resolve_teacher_path(a)).expanduser().resolve() == Path(resolve_teacher_path(b)).expanduser().resolve()
+        )
+    except TeacherError:
+        return False
+
+
 class TeacherEmbedder:
     name = "teacher"
     sparse = False
