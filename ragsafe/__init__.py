@@ -21,6 +21,8 @@ _EXPORTS = {
     "LLMMeanEmbedder": "ragsafe.embedders.llm_mean",
     "build_embedders": "ragsafe.embedders.registry",
     "TeacherEmbedder": "ragsafe.embedders.teacher",
+    "Explanation": "ragsafe.explanation",
+    "explain": "ragsafe.explanation",
     "Index": "ragsafe.index",
     "Backbone": "ragsafe.model.backbone",
     "BackboneError": "ragsafe.model.backbone",

@@ -17,7 +17,7 @@ from ragsafe.corpus import CHUNK_WORDS  # light: the slow imports wait inside ea
 from ragsafe.train.domains import DomainPack, known_packs  # light too: json and paths
 
 if TYPE_CHECKING:
-    from ragsafe.embedders.gen import GenEmbedder
+    from ragsafe.explanation import HarmReading
 
 app = typer.Typer(
     help="Safe retrieval for RAG: embed the answer an LLM would give, not the question.", no_args_is_help=True
@@ -101,45 +101,38 @@ def explain(
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
     _check_checkpoint(checkpoint)
     from ragsafe.embedders.gen import GenEmbedder
-    from ragsafe.model.chat import GenerationSettings
+    from ragsafe.explanation import explain as explain_query
 
     with user_errors():
         with console.status("loading the backbone and tokens"):
             gen = GenEmbedder.load(checkpoint, backbone)
-        encoder = gen.encoder
         with console.status("decoding"):
-            settings = GenerationSettings(max_new_tokens=max_new_tokens)
-            response = encoder.decode([query], gen.query_instruction, settings)[0]
-            lens = encoder.logit_lens([query], gen.query_instruction, top_k=top_k)[0]
-            verdict = _harm_verdict(gen, query)
+            reading = explain_query(gen, query, max_new_tokens=max_new_tokens, top_k=top_k)
     console.print(f"[bold]query[/]: {query}")
-    console.print(f"[bold]predicted response[/] (decoded from the embedding's soft prompt): {response or '(empty)'}")
-    console.print(f"[bold]harm probe[/]: {verdict}")
+    response = reading.response or "(empty)"
+    console.print(f"[bold]predicted response[/] (decoded from the embedding's soft prompt): {response}")
+    console.print(f"[bold]harm probe[/]: {_harm_verdict(reading.harm)}")
     table = Table(title="logit lens: top tokens per compression position")
     table.add_column("pos", justify="right")
     table.add_column("tokens (probability)")
-    for entry in lens:
+    for entry in reading.lens:
         table.add_row(
             str(entry.position), "  ".join(f"{t!r} {p:.2f}" for t, p in zip(entry.tokens, entry.probs, strict=True))
         )
     console.print(table)
 
 
-def _harm_verdict(gen: GenEmbedder, query: str) -> str:
+def _harm_verdict(harm: HarmReading | None) -> str:
     """What retrieval does with the query: the decoded text is a short greedy sample of the prediction,
     while the gate and suppress mode act on the probe's score alone."""
-    from ragsafe.retrieval import RefusalScorer
-
-    scorer = RefusalScorer.for_embedder(gen)
-    if scorer is None:
+    if harm is None:
         return "none in this checkpoint (`ragsafe fit-probe` fits one)"
-    score = float(scorer.scores([query])[0])
-    if score > scorer.threshold:
+    if harm.flagged:
         return (
-            f"score {score:.2f} > threshold {scorer.threshold:.2f}: flagged (`--safety suppress` returns nothing "
-            "for it; gen_hybrid retrieves with the predicted answer alone)"
+            f"score {harm.score:.2f} > threshold {harm.threshold:.2f}: flagged (`--safety suppress` returns "
+            "nothing for it; gen_hybrid retrieves with the predicted answer alone)"
         )
-    return f"score {score:.2f} <= threshold {scorer.threshold:.2f}: not flagged"
+    return f"score {harm.score:.2f} <= threshold {harm.threshold:.2f}: not flagged"
 
 
 def _check_positive(value: float | None, param_hint: str) -> None:

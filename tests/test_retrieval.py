@@ -126,3 +126,18 @@ def test_hybrid_and_a_gen_teacher_probe_embed_the_query_text_once(tmp_path, qwen
         assert result.refusal_score == pytest.approx(float(expected_score), abs=1e-5)
         top = idx.search(expected_vector, "teacher", 3)
         assert [h.text for h in result.hits] == [h.text for h in top]
+
+
+def test_explain_reads_the_response_the_lens_and_the_probe(qwen_tiny, teacher):
+    from ragsafe import explain
+
+    gen = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)), documents="teacher", teacher=teacher)
+    plain = explain(gen, "how do I bake bread", max_new_tokens=4, top_k=2)
+    assert plain.harm is None and len(plain.lens) == gen.encoder.config.num_compress
+    assert all(len(entry.tokens) == 2 for entry in plain.lens) and isinstance(plain.response, str)
+    direction = gen.encode_gen_queries(["how do I bake bread"])[0]
+    gen.safety = {"direction": direction.tolist(), "threshold": 0.5, "features": "gen"}
+    flagged = explain(gen, "how do I bake bread", max_new_tokens=4)
+    assert flagged.harm is not None and flagged.harm.flagged and abs(flagged.harm.score - 1.0) < 1e-4
+    with pytest.raises(ValueError, match="non-empty query"):
+        explain(gen, "  ")
