@@ -375,3 +375,7 @@ def test_the_identity_of_gen_and_llm_mean_follows_what_moves_their_vectors(qwen_
     llm = embedder_identity(LLMMeanEmbedder(qwen_tiny))
     assert llm != embedder_identity(LLMMeanEmbedder(qwen_tiny, max_length=40))
     assert llm != embedder_identity(LLMMeanEmbedder(bf16))
+
+
+def test_scores_take_plain_lists_too():
+    assert scores([[1.0, 0.0]], [[1.0, 0.0], [0.0, 2.0]]).tolist() == [[1.0, 0.0]]

@@ -116,3 +116,5 @@ def test_logit_lens(enc):
     assert len(lens) == 2 and len(lens[0]) == 10
     entry = lens[0][0]
     assert len(entry.tokens) == 3 and entry.probs == sorted(entry.probs, reverse=True)
+    with pytest.raises(ValueError, match="top_k must be at least 1"):
+        enc.logit_lens(["hello"], top_k=0)

@@ -63,6 +63,9 @@ def scores(queries: Vectors, documents: Vectors) -> np.ndarray:
     if sp.issparse(documents) and documents.shape[1] >= 2**32:
         # scipy would allocate the 2**32-wide product, and the idf is missing: Qdrant applies it
         raise ValueError("hashed BM25 vectors carry no idf: they are scored by the index (Index.search)")
+    # lists of lists are vectors too (a user's own, or .tolist() from LlamaIndex)
+    queries = queries if sp.issparse(queries) else np.asarray(queries, dtype=np.float32)
+    documents = documents if sp.issparse(documents) else np.asarray(documents, dtype=np.float32)
     out = queries @ documents.T
     return np.asarray(out.todense() if sp.issparse(out) else out, dtype=np.float32)
 

@@ -234,6 +234,8 @@ class GenEncoder(nn.Module):
         self, texts: Sequence[str] | str, instruction: str | None = None, top_k: int = 5
     ) -> list[list[LensEntry]]:
         """Per text and compression position, the top tokens of the LM head applied to h (R and A dropped)."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         head = self.backbone.model.get_output_embeddings()
         tokenizer = self.backbone.tokenizer
 
