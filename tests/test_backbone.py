@@ -140,3 +140,15 @@ def test_a_name_that_is_no_local_path_and_no_reachable_hub_id_says_both_in_one_l
         load_backbone("models/qwen-typo")
     assert "We couldn't connect to the hub." in str(caught.value)
     assert "Check your internet" not in str(caught.value)  # the first line says why; the rest is noise
+
+
+def test_the_number_format_can_be_fixed_for_numbers_meant_to_compare_across_machines(monkeypatch):
+    from ragsafe.model.backbone import default_dtype
+
+    monkeypatch.setenv("RAGSAFE_DTYPE", "float32")
+    assert default_dtype() == torch.float32
+    monkeypatch.setenv("RAGSAFE_DTYPE", "bf16")
+    assert default_dtype() == torch.bfloat16
+    monkeypatch.setenv("RAGSAFE_DTYPE", "half")
+    with pytest.raises(BackboneError, match="float32 or bfloat16"):
+        default_dtype()

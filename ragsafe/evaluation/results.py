@@ -13,6 +13,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ragsafe.model.backbone import default_dtype
+
 
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
@@ -28,6 +30,8 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # the format the backbone runs in unless a script sets one: bf16 moves the vectors a little
+        "backbone_dtype": str(default_dtype()).removeprefix("torch."),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -232,7 +232,15 @@ def default_dtype() -> torch.dtype:
 
     On an AVX2-only CPU torch's bf16 matmuls run ~2.5x slower than fp32 (measured here: 17 vs 38-85
     GFLOPS), and bf16 -> fp32 is exact, so fp32 there gives the same weights and is simply faster.
+    `RAGSAFE_DTYPE=float32` (or bfloat16) overrides the choice: bf16 moves the vectors a little, so
+    numbers meant to compare with another machine's are computed in one format.
     """
+    chosen = os.environ.get("RAGSAFE_DTYPE", "").strip().lower()
+    if chosen:
+        formats = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+        if chosen not in formats:
+            raise BackboneError(f"RAGSAFE_DTYPE must be float32 or bfloat16, not {chosen!r}")
+        return formats[chosen]
     if torch.cuda.is_available():
         return torch.bfloat16
     capability = torch.backends.cpu.get_cpu_capability()
