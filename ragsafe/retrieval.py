@@ -62,7 +62,7 @@ class RefusalScorer:
         if safety.get("direction") is not None:
             teacher = None
             if safety.get("features") == "gen+teacher":
-                teacher = embedder.teacher or TeacherEmbedder(embedder.trained_teacher)
+                teacher = embedder.probe_teacher()
             return cls(embedder, safety["direction"], safety["threshold"], safety.get("bias", 0.0), teacher)
         if safety.get("refusal_centroid") is not None:
             centroid = np.asarray(safety["refusal_centroid"], dtype=np.float32)

@@ -141,3 +141,11 @@ def test_explain_reads_the_response_the_lens_and_the_probe(qwen_tiny, teacher):
     assert flagged.harm is not None and flagged.harm.flagged and abs(flagged.harm.score - 1.0) < 1e-4
     with pytest.raises(ValueError, match="non-empty query"):
         explain(gen, "  ")
+
+
+def test_scorers_over_a_teacherless_gen_embedder_share_one_probe_teacher(qwen_tiny, teacher):
+    gen = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim)))  # symmetric: no teacher attached
+    gen.safety = {"direction": [0.01] * (2 * teacher.dim), "threshold": 0.0, "features": "gen+teacher"}
+    first, second = RefusalScorer.for_embedder(gen), RefusalScorer.for_embedder(gen)
+    assert first.teacher is second.teacher is gen.probe_teacher() and first.teacher.spec == "minilm"
+    assert first.scores(["how do I bake bread"]).shape == (1,)

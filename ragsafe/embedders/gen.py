@@ -112,6 +112,7 @@ class GenEmbedder:
         # the teacher the tokens were trained against (`load` sets the checkpoint's): the harm probe reads
         # its view of the query when no teacher is attached
         self.trained_teacher = teacher.spec if teacher is not None else DEFAULT_TEACHER
+        self._probe_teacher: TeacherEmbedder | None = None
 
     @classmethod
     def load(
@@ -185,6 +186,15 @@ class GenEmbedder:
     @property
     def dim(self) -> int:
         return self.encoder.dim
+
+    def probe_teacher(self) -> TeacherEmbedder:
+        """The teacher whose view of the query the harm probe reads: the attached one, else the one the
+        tokens were trained against, loaded once (every scorer and filter built over this embedder shares it)."""
+        if self.teacher is not None:
+            return self.teacher
+        if self._probe_teacher is None:
+            self._probe_teacher = TeacherEmbedder(self.trained_teacher)
+        return self._probe_teacher
 
     def encode_gen_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
         """The pure gen vectors: the predicted answer's embedding (what the refusal score reads)."""
