@@ -37,10 +37,10 @@ def explain(gen: GenEmbedder, query: str, max_new_tokens: int = 48, top_k: int =
         raise ValueError(f"explain needs a non-empty query, got {query!r}")
     if max_new_tokens < 1 or top_k < 1:
         raise ValueError(f"max_new_tokens and top_k must be at least 1, got {max_new_tokens} and {top_k}")
+    scorer = RefusalScorer.for_embedder(gen)  # first: a probe that does not fit fails before the decoding
     encoder = gen.encoder
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     response = encoder.decode([query], gen.query_instruction, settings)[0]
     lens = encoder.logit_lens([query], gen.query_instruction, top_k=top_k)[0]
-    scorer = RefusalScorer.for_embedder(gen)
     harm = None if scorer is None else HarmReading(float(scorer.scores([query])[0]), scorer.threshold)
     return Explanation(query, response, lens, harm)

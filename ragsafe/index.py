@@ -65,10 +65,10 @@ def default_index_path() -> Path:
 
 def point_id(passage_id: str) -> str:
     """Qdrant wants a UUID (or an integer): ragsafe's hex ids map onto one, any other id is hashed first."""
-    # only an id that is exactly 32 hex digits is one already: a prefix would merge "<md5>-0" with "<md5>-1",
-    # and padding would merge "1" with "10"
-    head = passage_id
-    if len(head) != 32 or not all(c in "0123456789abcdefABCDEF" for c in head):
+    # an id of hex digits only (ragsafe's own, a sha1 or sha256) keeps its first 32 as earlier versions did;
+    # any other is hashed whole: a prefix would merge "<md5>-0" with "<md5>-1", padding "1" with "10"
+    head = passage_id[:32]
+    if len(passage_id) < 32 or not all(c in "0123456789abcdefABCDEF" for c in passage_id):
         head = hashlib.sha256(passage_id.encode("utf-8")).hexdigest()[:32]
     return str(uuid.UUID(hex=head))
 
@@ -77,6 +77,8 @@ def _under(source: object, spared: set[str] | frozenset[str]) -> bool:
     """Whether a point's source is one of these paths or lies in a folder among them."""
     if not isinstance(source, str):
         return False
+    if "." in spared:  # the corpus folder itself could not be read: everything in it stays
+        return True
     parts = Path(source).parts
     return any(str(Path(*parts[:n])) in spared for n in range(1, len(parts) + 1))
 

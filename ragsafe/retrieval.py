@@ -59,6 +59,10 @@ class RefusalScorer:
     def from_safety(cls, embedder: GenEmbedder, safety: dict | None) -> RefusalScorer:
         """From a checkpoint's "safety" entry: a harm probe, or (older checkpoints) a refusal centroid."""
         safety = safety or {}
+        if (safety.get("direction") is not None or safety.get("refusal_centroid") is not None) and (
+            safety.get("threshold") is None
+        ):
+            raise ValueError("this checkpoint's harm probe has no threshold: run `ragsafe fit-probe` on it")
         if safety.get("direction") is not None:
             teacher = None
             if safety.get("features") == "gen+teacher":

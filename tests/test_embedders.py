@@ -338,10 +338,19 @@ def test_a_checkpoint_keeps_the_teacher_it_was_trained_against(qwen_tiny, teache
 
     encoder = GenEncoder(qwen_tiny, GenConfig(out_dim=teacher.dim))
     other = tmp_path / "other-teacher"  # a teacher of the same width would pass every shape check
+    other.mkdir()
     save_checkpoint(encoder, tmp_path / "ck", extra={"card": {"teacher": str(other)}})
     assert trained_teacher(str(tmp_path / "ck")) == str(other)
     with pytest.raises(ValueError, match="trained against teacher"):
         GenEmbedder.load(tmp_path / "ck", qwen_tiny, documents="teacher", teacher=teacher)
+    # a card written on another machine names a folder that is not here: said, not refused
+    save_checkpoint(encoder, tmp_path / "away", extra={"card": {"teacher": "/elsewhere/teacher"}})
+    with pytest.warns(UserWarning, match="not here to compare"):
+        GenEmbedder.load(tmp_path / "away", qwen_tiny, documents="teacher", teacher=teacher)
+    save_checkpoint(encoder, tmp_path / "no-card")  # says nothing: the teacher given is taken
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GenEmbedder.load(tmp_path / "no-card", qwen_tiny, documents="teacher", teacher=teacher)
     mine = tmp_path / "mine"
     save_checkpoint(encoder, mine, extra={"card": {"teacher": "minilm"}})
     assert GenEmbedder.load(mine, qwen_tiny, documents="teacher", teacher=teacher).teacher is teacher
@@ -353,6 +362,9 @@ def test_a_checkpoint_keeps_the_teacher_it_was_trained_against(qwen_tiny, teache
         RefusalScorer.for_embedder(wrong)
     wrong.safety = {"query_mix": 0.4}  # no probe at all
     assert RefusalScorer.for_embedder(wrong) is None
+    wrong.safety = {"direction": [0.1] * teacher.dim, "features": "gen"}  # a probe with no threshold
+    with pytest.raises(ValueError, match="no threshold"):
+        RefusalScorer.for_embedder(wrong)
 
 
 def test_the_identity_of_gen_and_llm_mean_follows_what_moves_their_vectors(qwen_tiny):

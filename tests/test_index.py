@@ -330,6 +330,8 @@ def test_ids_that_share_a_hex_prefix_stay_apart_and_a_passage_id_is_its_own_poin
     assert point_id(f"{head}-0") != point_id(f"{head}-1") != point_id(head)
     own = passage_id("a.txt", "text")  # ragsafe's own ids keep the points earlier versions gave them
     assert point_id(own) == str(uuid.UUID(hex=own))
+    sha256 = hashlib.sha256(b"x").hexdigest()  # so do longer hex ids a user's indexes already hold
+    assert point_id(sha256) == str(uuid.UUID(hex=sha256[:32]))
 
 
 def test_fields_cannot_overwrite_a_passages_own_keys_and_a_repeated_id_counts_once(tmp_path):
@@ -352,6 +354,7 @@ def test_prune_spares_what_lies_in_a_folder_that_could_not_be_read(tmp_path):
     a, inside, beside = passage("a.txt"), passage("sub/b.txt"), passage("sub2/c.txt")
     idx = Index("spare", path=tmp_path)
     idx.add([a, inside, beside], [BM25Embedder()], show_progress=False, corpus="/docs")
+    assert idx.prune("/docs", [], spare={"."}).removed == 0  # the corpus folder itself could not be read
     pruned = idx.prune("/docs", [a], spare={"sub"})  # "sub" was unreadable this time; "sub2" is gone
     assert pruned.removed == 1 and idx.missing([a, inside, beside]) == [beside]
     idx.close()

@@ -149,12 +149,23 @@ class GenEmbedder:
             query_mix = fitted_query_mix(path) if query_mix is None else query_mix
         # the tokens learned one teacher's space: another of the same width would pass every shape check
         # and retrieve from the wrong space, unsaid
-        trained_with = (config.get("card") or {}).get("teacher") or DEFAULT_TEACHER
-        if teacher is not None and not same_teacher(teacher.spec, trained_with):
-            raise ValueError(
-                f"checkpoint {path} was trained against teacher '{trained_with}', not '{teacher.spec}': its "
-                "vectors live in that teacher's space. Pass that teacher, or none."
-            )
+        # (a checkpoint without a card does not say: then the teacher given, or the default)
+        on_card = (config.get("card") or {}).get("teacher")
+        trained_with = on_card or (teacher.spec if teacher is not None else DEFAULT_TEACHER)
+        if teacher is not None and on_card:
+            same = same_teacher(teacher.spec, on_card)
+            if same is False:
+                raise ValueError(
+                    f"checkpoint {path} was trained against teacher '{on_card}', not '{teacher.spec}': its "
+                    "vectors live in that teacher's space. Pass that teacher, or none."
+                )
+            if same is None:
+                warnings.warn(
+                    f"checkpoint {path} was trained against teacher '{on_card}', which is not here to compare "
+                    f"with '{teacher.spec}': make sure they are the same model.",
+                    stacklevel=2,
+                )
+                trained_with = teacher.spec
         if not isinstance(backbone, Backbone):
             backbone = load_backbone(backbone or DEFAULT_BACKBONE)
         if path is None:

@@ -9,7 +9,7 @@ from ragsafe.embedders.bm25 import BM25Embedder
 from ragsafe.embedders.gen import GenEmbedder, fitted_query_mix
 from ragsafe.embedders.hyde import HyDEEmbedder
 from ragsafe.embedders.llm_mean import LLMMeanEmbedder
-from ragsafe.embedders.teacher import DEFAULT_TEACHER, TeacherEmbedder
+from ragsafe.embedders.teacher import DEFAULT_TEACHER, TeacherEmbedder, TeacherError
 from ragsafe.model.backbone import Backbone, load_backbone
 from ragsafe.model.chat import GenerationSettings
 from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
@@ -41,7 +41,15 @@ def build_embedders(
     if checkpoint is not None and any(n.startswith("gen") and not n.endswith("_untrained") for n in names):
         read_config(checkpoint)  # a wrong checkpoint fails now, not after the models load
     mix = fitted_query_mix(checkpoint) if "gen_hybrid_untrained" in names else None
-    teacher = teacher or TeacherEmbedder(trained_teacher(checkpoint))
+    if teacher is None:
+        spec = trained_teacher(checkpoint)
+        try:
+            teacher = TeacherEmbedder(spec)
+        except TeacherError as err:
+            raise TeacherError(
+                f"the checkpoint's tokens were trained against teacher '{spec}', which cannot be loaded here "
+                f"({err}); pass teacher= (a TeacherEmbedder of the same model)."
+            ) from err
     bb: Backbone | None = None
     if any(n not in ("bm25", "teacher") for n in names):
         if isinstance(backbone, Backbone):

@@ -34,16 +34,18 @@ def resolve_teacher_path(spec: str) -> str:
     return spec
 
 
-def same_teacher(a: str, b: str) -> bool:
-    """Whether two teacher specs name one model ('minilm' and the folder it resolves to are one)."""
+def same_teacher(a: str, b: str) -> bool | None:
+    """Whether two teacher specs name one model ('minilm' and the folder it resolves to are one); None
+    when this machine cannot tell (a folder that is not here, as a card written elsewhere may name)."""
     if a == b:
         return True
     try:
-        return (
-            Path(resolve_teacher_path(a)).expanduser().resolve() == Path(resolve_teacher_path(b)).expanduser().resolve()
-        )
+        paths = [Path(resolve_teacher_path(spec)).expanduser() for spec in (a, b)]
     except TeacherError:
-        return False
+        return None
+    if not all(path.is_dir() for path in paths):
+        return None
+    return paths[0].resolve() == paths[1].resolve()
 
 
 class TeacherEmbedder:
@@ -60,7 +62,8 @@ class TeacherEmbedder:
         if local:
             # A local folder must never trigger a hub lookup (no network here, and none wanted).
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        self.spec = spec
+        # a folder by its absolute path: the spec goes on training cards, read later from other folders
+        self.spec = spec if spec == DEFAULT_TEACHER or not local else str(Path(path).expanduser().resolve())
         import torch
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,7 +13,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ragsafe.model.backbone import default_dtype
+from ragsafe.model.backbone import BackboneError, default_dtype
+
+
+def _dtype_name() -> str:
+    try:
+        return str(default_dtype()).removeprefix("torch.")
+    except BackboneError as err:  # a mistyped RAGSAFE_DTYPE must not cost a finished run its results
+        return f"unknown ({err})"
 
 
 def machine() -> dict[str, Any]:
@@ -31,7 +38,7 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         # the format the backbone runs in unless a script sets one: bf16 moves the vectors a little
-        "backbone_dtype": str(default_dtype()).removeprefix("torch."),
+        "backbone_dtype": _dtype_name(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
