@@ -22,6 +22,7 @@ _EXPORTS = {
     "build_embedders": "ragsafe.embedders.registry",
     "TeacherEmbedder": "ragsafe.embedders.teacher",
     "Explanation": "ragsafe.explanation",
+    "HarmReading": "ragsafe.explanation",
     "explain": "ragsafe.explanation",
     "Index": "ragsafe.index",
     "Backbone": "ragsafe.model.backbone",

@@ -35,6 +35,8 @@ def explain(gen: GenEmbedder, query: str, max_new_tokens: int = 48, top_k: int =
     """Decode what `gen` embeds `query` as, under its query instruction."""
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"explain needs a non-empty query, got {query!r}")
+    if any(isinstance(n, bool) or not isinstance(n, int) for n in (max_new_tokens, top_k)):
+        raise TypeError(f"max_new_tokens and top_k are whole numbers, got {max_new_tokens!r} and {top_k!r}")
     if max_new_tokens < 1 or top_k < 1:
         raise ValueError(f"max_new_tokens and top_k must be at least 1, got {max_new_tokens} and {top_k}")
     scorer = RefusalScorer.for_embedder(gen)  # first: a probe that does not fit fails before the decoding

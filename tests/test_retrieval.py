@@ -141,6 +141,8 @@ def test_explain_reads_the_response_the_lens_and_the_probe(qwen_tiny, teacher):
     assert flagged.harm is not None and flagged.harm.flagged and abs(flagged.harm.score - 1.0) < 1e-4
     with pytest.raises(ValueError, match="non-empty query"):
         explain(gen, "  ")
+    with pytest.raises(TypeError, match="whole numbers"):
+        explain(gen, "bread", top_k=True)
 
 
 def test_scorers_over_a_teacherless_gen_embedder_share_one_probe_teacher(qwen_tiny, teacher):

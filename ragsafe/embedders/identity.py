@@ -20,14 +20,19 @@ def _run_identity(backbone: Backbone) -> str:
     return f"{backbone.identity()}|{backbone.dtype}|{backbone.device.type}"
 
 
+def _teacher_identity(teacher: TeacherEmbedder) -> str:
+    # the device too: a GPU's kernels give slightly other vectors, and the cached timings are the device's
+    return f"teacher:{teacher.spec}|{teacher.model.device.type}"
+
+
 def embedder_identity(emb: Embedder, side: str = "documents") -> str:
     """What determines an embedder's vectors on one side; equal identities share one encoding pass."""
     if isinstance(emb, TeacherEmbedder):
-        return f"teacher:{emb.spec}"
+        return _teacher_identity(emb)
     if side == "documents" and (
         isinstance(emb, HyDEEmbedder) or (isinstance(emb, GenEmbedder) and emb.documents == "teacher")
     ):
-        return f"teacher:{emb.teacher.spec}"
+        return _teacher_identity(emb.teacher)
     if isinstance(emb, GenEmbedder):
         instruction = emb.document_instruction if side == "documents" else emb.query_instruction
         config = json.dumps(emb.encoder.config.to_dict(), sort_keys=True)  # the text budget, the token layout
