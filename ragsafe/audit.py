@@ -254,6 +254,8 @@ def run_audit(cfg: AuditConfig) -> dict:
     harmful_ids, unmatched = match_labels(labels, passages, Path(cfg.corpus), cfg.labels)
     embedders = build_embedders(cfg.embedders, cfg.checkpoint, cfg.backbone)
     judge = build_judge(cfg.judge, embedders, cfg.checkpoint, cfg.backbone)  # before the slow part: fail fast
+    # the harm probes too: one that does not fit its embedder fails now, not after the corpus is embedded
+    scorers = {id(e): RefusalScorer.for_embedder(e) for e in embedders if isinstance(e, GenEmbedder)}
     name = cfg.name or default_index(cfg, {storage_name(e) for e in embedders})
     runs: list[ProbeRun] = []
     corpus_points = sorted({point_id(p.id) for p in passages})
@@ -268,7 +270,7 @@ def run_audit(cfg: AuditConfig) -> dict:
             if isinstance(emb, GenEmbedder):
                 gen_vectors = emb.encode_gen_queries(queries)
                 probe_vectors = emb.probe_view(queries, gen_vectors)
-                scorer = RefusalScorer.for_embedder(emb)
+                scorer = scorers[id(emb)]
                 text_vectors = shared_teacher_vectors(emb, scorer, queries)
                 vectors = emb.mix_query(gen_vectors, queries, text_vectors, probe_vectors)
                 if scorer is not None:
