@@ -77,10 +77,8 @@ def _under(source: object, spared: set[str] | frozenset[str]) -> bool:
     """Whether a point's source is one of these paths or lies in a folder among them."""
     if not isinstance(source, str):
         return False
-    if "." in spared:  # the corpus folder itself could not be read: everything in it stays
-        return True
-    parts = Path(source).parts
-    return any(str(Path(*parts[:n])) in spared for n in range(1, len(parts) + 1))
+    parts = Path(source).parts  # from no part at all, "." (the corpus folder itself), to the whole path
+    return any(str(Path(*parts[:n])) in spared for n in range(len(parts) + 1))
 
 
 def check_k(k: object) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 
 def check_texts(texts: Sequence[str] | str) -> list[str]:
@@ -19,3 +21,17 @@ def check_texts(texts: Sequence[str] | str) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str.")
     return out
+
+
+def warn_if_cut(tokenizer: Any, texts: list[str], limit: int, window: str) -> bool:
+    """Warn when passages run past a model's window (`window` names it, e.g. "the teacher's 256 tokens"):
+    their ends would go unembedded, unseen. Returns whether it warned, so callers can say it once."""
+    counted = tokenizer(texts, add_special_tokens=True, verbose=False)  # counting, not encoding
+    cut = sum(len(ids) > limit for ids in counted["input_ids"])
+    if cut:
+        warnings.warn(
+            f"{cut} of {len(texts)} passages are longer than {window} and lose their ends; shorter chunks "
+            "(--chunk-words, or your splitter's chunk size) keep them whole.",
+            stacklevel=4,  # past this helper and the embedder's encode_documents: the caller's line
+        )
+    return bool(cut)

@@ -25,9 +25,9 @@ import numpy as np
 
 from ragsafe.embedders.teacher import DEFAULT_TEACHER, TeacherEmbedder, same_teacher
 from ragsafe.model.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
-from ragsafe.model.checkpoint import default_checkpoint_dir, load_checkpoint, read_config
+from ragsafe.model.checkpoint import card_teacher, default_checkpoint_dir, load_checkpoint, read_config
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
-from ragsafe.texts import check_texts
+from ragsafe.texts import check_texts, warn_if_cut
 
 QUERY_INSTRUCTION = "Write a passage that answers this request:"
 DOCUMENT_INSTRUCTION = "Summarize the following passage:"
@@ -150,7 +150,7 @@ class GenEmbedder:
         # the tokens learned one teacher's space: another of the same width would pass every shape check
         # and retrieve from the wrong space, unsaid
         # (a checkpoint without a card does not say: then the teacher given, or the default)
-        on_card = (config.get("card") or {}).get("teacher")
+        on_card = card_teacher(config)
         trained_with = on_card or (teacher.spec if teacher is not None else DEFAULT_TEACHER)
         if teacher is not None and on_card:
             same = same_teacher(teacher.spec, on_card)
@@ -280,12 +280,6 @@ class GenEmbedder:
             return
         budget = self.encoder.config.text_budget
         prefix = f"{self.document_instruction} " if self.document_instruction else ""
-        counted = self.encoder.backbone.tokenizer([prefix + t for t in texts], add_special_tokens=True)
-        cut = sum(len(ids) > budget for ids in counted["input_ids"])
-        if cut:
-            self._cut_warned = True
-            warnings.warn(
-                f"{cut} of {len(texts)} passages are longer than the gen encoder's {budget} text tokens and lose "
-                "their ends; shorter chunks (--chunk-words, or your splitter's chunk size) keep them whole.",
-                stacklevel=3,
-            )
+        prompts = [prefix + t for t in texts]
+        window = f"the gen encoder's {budget} text tokens"
+        self._cut_warned = warn_if_cut(self.encoder.backbone.tokenizer, prompts, budget, window)

@@ -12,7 +12,7 @@ from ragsafe.embedders.llm_mean import LLMMeanEmbedder
 from ragsafe.embedders.teacher import DEFAULT_TEACHER, TeacherEmbedder, TeacherError
 from ragsafe.model.backbone import Backbone, load_backbone
 from ragsafe.model.chat import GenerationSettings
-from ragsafe.model.checkpoint import default_checkpoint_dir, read_config
+from ragsafe.model.checkpoint import card_teacher, default_checkpoint_dir, read_config
 from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.train.generate import DEFAULT_POLICY
 
@@ -20,8 +20,7 @@ from ragsafe.train.generate import DEFAULT_POLICY
 def trained_teacher(checkpoint: str | None) -> str:
     """The teacher a checkpoint's tokens were trained against (default: the shipped checkpoint's)."""
     path = Path(checkpoint) if checkpoint else default_checkpoint_dir()
-    card = (read_config(path).get("card") or {}) if path is not None else {}
-    return card.get("teacher") or DEFAULT_TEACHER
+    return (card_teacher(read_config(path)) if path is not None else None) or DEFAULT_TEACHER
 
 
 def build_embedders(

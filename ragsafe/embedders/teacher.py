@@ -7,14 +7,13 @@ the LLM's responses whose space the gen tokens learn to hit.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
-from ragsafe.texts import check_texts
+from ragsafe.texts import check_texts, warn_if_cut
 
 DEFAULT_TEACHER = "minilm"
 
@@ -110,13 +109,4 @@ class TeacherEmbedder:
         limit = getattr(self.model, "max_seq_length", None)
         if self._cut_warned or not limit or not texts:
             return
-        counted = self.model.tokenizer(texts, add_special_tokens=True, verbose=False)  # counting, not encoding
-        lengths = [len(ids) for ids in counted["input_ids"]]
-        cut = sum(n > limit for n in lengths)
-        if cut:
-            self._cut_warned = True
-            warnings.warn(
-                f"{cut} of {len(texts)} passages are longer than the teacher's {limit} tokens and lose their "
-                "ends; shorter chunks (--chunk-words, or your splitter's chunk size) keep them whole.",
-                stacklevel=3,
-            )
+        self._cut_warned = warn_if_cut(self.model.tokenizer, texts, limit, f"the teacher's {limit} tokens")

@@ -71,6 +71,11 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def card_teacher(config: dict[str, Any]) -> str | None:
+    """The teacher a checkpoint's tokens were trained against, as its training card names it (None: no card)."""
+    return (config.get("card") or {}).get("teacher")
+
+
 def load_checkpoint(path: str | Path, backbone: Backbone) -> GenEncoder:
     """Rebuild a GenEncoder on `backbone` from a checkpoint directory."""
     config = read_config(path)
