@@ -31,6 +31,7 @@ python benchmarks/general.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/general.py --int8 --embedders teacher,gen_asym,gen_hybrid ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/general.py --no-task-instructions --embedders teacher,gen,gen_asym,gen_hybrid ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/query_mix.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
+python benchmarks/hybrid_ceiling.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/mteb_local.py ${DATA_DIR:+--data-dir "$DATA_DIR"}
 ragsafe train --restart --domain medical --out runs/medical --max-queries 400 --init-from default --steps 150 --batch-size 16 --lr 2e-4 --checkpoint-every 25 ${DATA_DIR:+--data-dir "$DATA_DIR"}
 python benchmarks/medical.py --medical runs/medical/checkpoint ${DATA_DIR:+--data-dir "$DATA_DIR"}

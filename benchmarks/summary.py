@@ -22,6 +22,7 @@ ORDER = [
     "general_own_instruction",
     "instructions",
     "query_mix",
+    "hybrid_ceiling",
     "medical",
     "safety_filter",
     "probe_labels",
