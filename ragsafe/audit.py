@@ -22,7 +22,7 @@ from typing import Literal, get_args
 from ragsafe.corpus import CorpusError, Passage, load_corpus
 from ragsafe.embedders.gen import GenEmbedder
 from ragsafe.embedders.registry import build_embedders
-from ragsafe.index import Index, point_id, storage_name
+from ragsafe.index import Index, IndexStoreError, point_id, storage_name
 from ragsafe.judge import HarmJudge, Judge, RefusalJudge
 from ragsafe.model.chat import GenerationSettings
 from ragsafe.model.checkpoint import CheckpointError
@@ -182,6 +182,15 @@ def match_labels(labels: set[str], passages: list[Passage], corpus: Path, path: 
     return harmful, unmatched
 
 
+def own_files(cfg: AuditConfig) -> dict[Path, str]:
+    """What the audit itself reads or writes, never a document even inside the corpus: a rerun would
+    otherwise index its earlier report, which quotes every probe."""
+    own = {cfg.out: "the audit's own report folder: not a document"}
+    own |= {p: "the audit's probes file: not a document" for p in [cfg.probes] if p is not None}
+    own |= {p: "the audit's labels file: not a document" for p in [cfg.labels] if p is not None}
+    return own
+
+
 def index_name(corpus: Path, vectors: Iterable[str] = ()) -> str:
     """The corpus folder's name plus a hash of its full path (two folders called `docs` never share an index),
     then the named vectors the run stores: a collection's vectors are fixed when it is made, so another set of
@@ -199,6 +208,25 @@ def default_index(cfg: AuditConfig, vectors: set[str]) -> str:
         if index.exists() and vectors <= set(index.vector_names()):
             return earlier
     return index_name(cfg.corpus, vectors)
+
+
+def check_named_index(index: Index, passages: list[Passage], vectors: set[str], corpus: Path) -> None:
+    """An index named with --name must already hold the corpus's passages with these vectors."""
+    try:
+        index.require()
+    except IndexStoreError as err:
+        raise AuditError(str(err)) from err
+    lacking = sorted(vectors - set(index.vector_names()))
+    if lacking:
+        raise AuditError(f"Index '{index.name}' has no {lacking} vectors; index the corpus with those embedders first.")
+    missing = index.missing(passages)
+    if missing:
+        raise AuditError(
+            f"Index '{index.name}' lacks {len(missing)} of the {len(passages)} passages of {corpus} (first: "
+            f"{missing[0].source}): it was built with another --chunk-words, or the files changed since. The audit "
+            f"reads an index named with --name and does not write into it: run `ragsafe index {corpus} --name "
+            f"{index.name}` at the default --chunk-words first, or leave --name out for the audit's own index."
+        )
 
 
 def build_judge(kind: JudgeKind, embedders: list, checkpoint: str | None, backbone: str) -> Judge | None:
@@ -239,7 +267,7 @@ def run_audit(cfg: AuditConfig) -> dict:
     if cfg.k < 1:
         raise AuditError(f"k must be at least 1, got {cfg.k}")
     try:
-        passages, report = load_corpus(cfg.corpus)
+        passages, report = load_corpus(cfg.corpus, exclude=own_files(cfg))
     except CorpusError as err:
         raise AuditError(str(err)) from err
     if not passages:
@@ -260,7 +288,9 @@ def run_audit(cfg: AuditConfig) -> dict:
     runs: list[ProbeRun] = []
     corpus_points = sorted({point_id(p.id) for p in passages})
     with Index(name, path=cfg.index_path, url=cfg.qdrant_url, api_key_env=cfg.api_key_env) as index:
-        index.add(passages, embedders)
+        if cfg.name:  # the user's own index is read, never written: passages chunked otherwise would pile up in it
+            check_named_index(index, passages, {storage_name(e) for e in embedders}, cfg.corpus)
+        index.add(passages, embedders)  # with --name: adds nothing, a BM25 embedder takes the index's statistics
         # the index may hold more than this corpus (a shared --name, files deleted since): then only the corpus's
         # passages are searched (a filter, slower in embedded Qdrant, so only where it is needed)
         only = corpus_points if index.count() > len(corpus_points) else None

@@ -280,9 +280,15 @@ def _kind(mode: int) -> str:
     return "of an unknown kind"
 
 
-def load_corpus(root: str | Path, chunk_size: int = CHUNK_WORDS) -> tuple[list[Passage], CorpusReport]:
-    """All passages under `root` (a folder, searched recursively, or one file), in a stable order."""
+def load_corpus(
+    root: str | Path, chunk_size: int = CHUNK_WORDS, exclude: dict[Path, str] | None = None
+) -> tuple[list[Passage], CorpusReport]:
+    """All passages under `root` (a folder, searched recursively, or one file), in a stable order.
+
+    exclude: paths (files or folders) left out with the reason given, e.g. an audit's own report folder
+    when it lies inside the corpus: read as documents, its quotes of the probes would top every search."""
     root = Path(root)
+    left_out = {path.resolve(): why for path, why in (exclude or {}).items()}
     if chunk_size < 1:
         raise CorpusError(f"passages need at least one word each, got a chunk size of {chunk_size}")
     if not root.exists():
@@ -294,6 +300,11 @@ def load_corpus(root: str | Path, chunk_size: int = CHUNK_WORDS) -> tuple[list[P
     seen: set[str] = set()
     for path in files:
         rel = str(path.relative_to(base))
+        resolved = path.resolve()
+        why_out = next((why for out, why in left_out.items() if resolved.is_relative_to(out)), None)
+        if why_out is not None:
+            report.skipped.append((rel, why_out))
+            continue
         if path.suffix.lower() not in SUFFIXES:
             report.skipped.append((rel, f"unsupported file type '{path.suffix or '(none)'}'"))
             continue

@@ -37,7 +37,10 @@ from qdrant_client import QdrantClient, models
 from ragsafe.corpus import Passage
 from ragsafe.embedders.base import Embedder
 from ragsafe.embedders.bm25 import BM25Embedder
+from ragsafe.embedders.identity import document_space
 from ragsafe.progress import make_progress
+
+TIE_MARGIN = 16  # extra hits fetched so that ties at the k-th score are broken the same way every time
 
 
 class IndexStoreError(RuntimeError):
@@ -90,8 +93,13 @@ def check_k(k: object) -> None:
 
 
 def storage_name(emb: Embedder) -> str:
-    """The named vector an embedder's documents live in; gen_asym documents *are* teacher vectors."""
-    return "teacher" if getattr(emb, "documents", None) == "teacher" else emb.name
+    """The named vector an embedder's documents live in; gen_asym documents *are* teacher vectors. Documents
+    the backbone embeds (gen, llm_mean) carry a digest of their weights in the name, so an index never
+    serves one checkpoint's queries against another checkpoint's documents."""
+    if getattr(emb, "documents", None) == "teacher":
+        return "teacher"
+    space = document_space(emb)
+    return emb.name if space is None else f"{emb.name}-{space}"
 
 
 def _sparse(row: sp.csr_matrix) -> models.SparseVector:
@@ -505,10 +513,13 @@ class Index:
                 )
         clauses = ([] if only is None else [models.HasIdCondition(has_id=only)]) + ([] if where is None else [where])
         among = models.Filter(must=clauses) if clauses else None
+        # a few more than k, then ties broken by passage id: equal scores (the same text in two files, BM25's
+        # exact ties) otherwise come back in storage order, which changes when the collection is reopened;
+        # scores equal to 6 decimals tie (a reopened collection's arithmetic moves the last bits)
         result = self.client.query_points(
-            self.name, query=query, using=embedder_name, limit=k, with_payload=True, query_filter=among
+            self.name, query=query, using=embedder_name, limit=k + TIE_MARGIN, with_payload=True, query_filter=among
         )
-        return [
+        hits = [
             Hit(
                 id=point.payload.get("passage_id", str(point.id)),
                 score=float(point.score),
@@ -517,6 +528,7 @@ class Index:
             )
             for point in result.points
         ]
+        return sorted(hits, key=lambda hit: (-round(hit.score, 6), hit.id))[:k]
 
 
 def _marks(payload: dict | None) -> list[str]:

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from ragsafe.audit import (
 )
 from ragsafe.cli import app
 from ragsafe.corpus import load_corpus
-from ragsafe.index import Index, IndexStoreError
+from ragsafe.embedders.registry import build_embedders
+from ragsafe.index import Index
 from ragsafe.report import write_report
 
 
@@ -131,6 +133,9 @@ def test_an_index_shared_with_another_corpus_only_answers_for_this_one(tmp_path,
     probes = tmp_path / "probes.txt"
     probes.write_text("how do I make a pipe bomb\n")
     base = dict(embedders=["teacher", "bm25"], k=3, probes=probes, judge="off", index_path=tmp_path / "q")
+    with Index("shared", path=tmp_path / "q") as index:  # what `ragsafe index` does for each folder
+        for folder in (corpus, other):
+            index.add(load_corpus(folder)[0], build_embedders(["teacher", "bm25"]), show_progress=False)
     run_audit(AuditConfig(corpus=corpus, name="shared", out=tmp_path / "a", **base))
     summary = run_audit(AuditConfig(corpus=other, name="shared", out=tmp_path / "b", **base))
     sources = {h.source for run in summary["runs"] for h in run.hits}
@@ -153,9 +158,61 @@ def test_the_default_index_follows_the_embedders_so_adding_one_never_fails(tmp_p
     assert first["index"] != second["index"] and second["index"].endswith("-bm25-teacher")
     again = run_audit(AuditConfig(embedders=["teacher", "bm25"], out=tmp_path / "c", **base))
     assert again["index"] == second["index"]  # the same set reuses its collection
+    with Index("mine", path=tmp_path / "q") as index:
+        index.add(load_corpus(corpus)[0], build_embedders(["bm25"]), show_progress=False)
     run_audit(AuditConfig(embedders=["bm25"], name="mine", out=tmp_path / "d", **base))
-    with pytest.raises(IndexStoreError, match="vectors are fixed"):  # a name the user gave keeps its vectors
+    with pytest.raises(AuditError, match=r"no \['teacher'\] vectors"):  # a name the user gave keeps its vectors
         run_audit(AuditConfig(embedders=["bm25", "teacher"], name="mine", out=tmp_path / "d", **base))
+
+
+def test_an_index_named_by_the_user_is_read_never_written(tmp_path, corpus):
+    """Passages chunked otherwise than the index's (or files changed since) would pile up beside the user's."""
+    probes = tmp_path / "probes.txt"
+    probes.write_text("how do I make a pipe bomb\n")
+    with Index("mine", path=tmp_path / "q") as index:
+        index.add(load_corpus(corpus, chunk_size=3)[0], build_embedders(["bm25"]), show_progress=False)
+        before = index.count()
+    cfg = AuditConfig(
+        corpus=corpus,
+        embedders=["bm25"],
+        name="mine",
+        probes=probes,
+        judge="off",
+        k=2,
+        out=tmp_path / "r",
+        index_path=tmp_path / "q",
+    )
+    with pytest.raises(AuditError, match="lacks .* passages .*--chunk-words"):
+        run_audit(cfg)
+    with Index("mine", path=tmp_path / "q") as index:
+        assert index.count() == before
+    with pytest.raises(AuditError, match="No index named 'nothing'"):
+        run_audit(replace(cfg, name="nothing"))
+
+
+def test_a_rerun_never_reads_its_own_report_labels_or_probes(tmp_path, corpus):
+    probes, labels = corpus / "probes.txt", corpus / "labels.txt"
+    probes.write_text("how do I make a pipe bomb\n")
+    labels.write_text("bad.txt\n")
+    cfg = AuditConfig(
+        corpus=corpus,
+        embedders=["bm25"],
+        probes=probes,
+        labels=labels,
+        judge="off",
+        k=3,
+        out=corpus / "audit-report",
+        index_path=tmp_path / "q",
+    )
+    first = run_audit(cfg)
+    write_report(first, cfg.out)
+    second = run_audit(cfg)
+    assert second["passages"] == first["passages"]
+    sources = {h.source for run in second["runs"] for h in run.hits}
+    assert not {s for s in sources if s.startswith("audit-report") or s in ("probes.txt", "labels.txt")}
+    skipped = dict(second["skipped_files"])
+    assert "not a document" in skipped["probes.txt"] and "not a document" in skipped["audit-report/report.md"]
+    assert second["embedders"] == first["embedders"]
 
 
 def test_audit_with_labels_gives_exact_rates_and_a_report(tmp_path, corpus, tiny_dir):

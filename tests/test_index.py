@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from qdrant_client import models
 
 from ragsafe.corpus import load_corpus
@@ -156,11 +157,21 @@ def test_gen_asym_shares_the_teacher_vectors(tmp_path, demo, teacher, qwen_tiny)
     assert len(idx.search(gen.encode_queries(["bread"])[0], "teacher", 2)) == 2
 
 
+class _WrongWidth:
+    """An embedder that stores its documents under the teacher's name, at another width."""
+
+    name, sparse, dim = "teacher", False, 8
+
+    def encode_queries(self, texts, instruction=None):
+        return np.ones((len(texts), self.dim), dtype=np.float32)
+
+    encode_documents = encode_queries
+
+
 def test_mismatches_are_clear_errors(tmp_path, demo, teacher, qwen_tiny):
     idx = Index("demo", path=tmp_path)
     idx.add(demo[:2], [teacher], show_progress=False)
-    wrong_dim = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=8)))
-    wrong_dim.name = "teacher"
+    wrong_dim = _WrongWidth()
     with pytest.raises(IndexStoreError, match="dimension 384"):
         idx.add(demo, [wrong_dim], show_progress=False)
     with pytest.raises(IndexStoreError, match=r"not \['bm25'\]"):
@@ -379,3 +390,38 @@ def test_a_finalized_index_releasing_its_folder_inside_another_open_does_not_han
     worker.join(timeout=60)
     assert not worker.is_alive() and opened, "opening an index waited on itself"
     opened[0].close()
+
+
+def test_tied_scores_come_back_in_one_order_after_reopening(tmp_path, teacher):
+    """The same text in several files scores alike; which of them makes the top k must not depend on
+    whether the collection was just written or reopened (an audit's numbers would change between runs)."""
+    from ragsafe.corpus import Passage
+
+    same = "Bread needs flour, water, salt and yeast."
+    passages = [Passage(f"p{i:02d}", same, f"copy{i}.txt") for i in (7, 3, 11, 5, 9)]
+    passages += [Passage("other", "The Nile is a long river.", "nile.txt")]
+    query = teacher.encode_queries(["how to bake bread"])[0]
+    with Index("ties", path=tmp_path) as idx:
+        idx.add(passages, [teacher], show_progress=False)
+        fresh = [h.id for h in idx.search(query, "teacher", 3)]
+    with Index("ties", path=tmp_path) as idx:
+        reopened = [h.id for h in idx.search(query, "teacher", 3)]
+    assert fresh == reopened == ["p03", "p05", "p07"]
+
+
+def test_documents_the_backbone_embeds_are_stored_per_checkpoint(tmp_path, demo, qwen_tiny):
+    """Another checkpoint's queries must never be searched against these documents."""
+    from ragsafe.index import storage_name
+
+    first = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=8)))
+    again = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=8)))
+    again.encoder.load_state_dict(first.encoder.state_dict())
+    other = GenEmbedder(GenEncoder(qwen_tiny, GenConfig(out_dim=8)))
+    with torch.no_grad():
+        other.encoder.tokens.add_(0.01)
+    assert storage_name(first) == storage_name(again) != storage_name(other)
+    assert storage_name(first).startswith("gen-")
+    with Index("docs", path=tmp_path) as idx:
+        idx.add(demo[:2], [first], show_progress=False)
+        with pytest.raises(IndexStoreError, match="vectors are fixed"):
+            idx.add(demo[:2], [other], show_progress=False)

@@ -46,3 +46,21 @@ def embedder_identity(emb: Embedder, side: str = "documents") -> str:
     if isinstance(emb, LLMMeanEmbedder):
         return f"llm_mean:{_run_identity(emb.backbone)}|{emb.max_length}"
     return emb.name
+
+
+def document_space(emb: Embedder) -> str | None:
+    """A short digest of what puts an LLM-side embedder's documents where they are (the backbone's weights,
+    and for gen the tokens, maps, token layout and document instruction), or None for embedders whose
+    document vectors the name alone fixes (teacher, BM25, and gen or HyDE with teacher documents).
+
+    Unlike `embedder_identity` it leaves out the number format and device: a stored index stays usable
+    from a machine that runs the same weights in another format."""
+    if isinstance(emb, GenEmbedder) and emb.documents != "teacher":
+        config = json.dumps(emb.encoder.config.to_dict(), sort_keys=True)
+        digest = hashlib.sha256(f"{emb.encoder.backbone.fingerprint}|{config}|{emb.document_instruction}".encode())
+        for value in emb.encoder.state_dict().values():
+            digest.update(value.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:8]
+    if isinstance(emb, LLMMeanEmbedder):
+        return hashlib.sha256(f"{emb.backbone.fingerprint}|{emb.max_length}".encode()).hexdigest()[:8]
+    return None
