@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -74,6 +75,8 @@ def hit_label(metadata: dict) -> str:
     title = str(metadata.get("title") or "")
     if title and title != Path(source).stem:
         label += f" › {title}"
+    if metadata.get("field_id") not in (None, ""):  # two records of one file can share a title
+        label += f" [id {metadata['field_id']}]"
     if metadata.get("chunk"):
         label += f" (part {int(metadata['chunk']) + 1})"
     return label
@@ -128,7 +131,7 @@ def load_labels(path: Path | None) -> set[str]:
         return set()
     if not path.is_file():
         raise AuditError(f"Labels file {path} {'is a folder' if path.is_dir() else 'does not exist'}.")
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark would hide the first label
     try:
         if path.suffix == ".json":
             rows = json.loads(text)
@@ -149,14 +152,18 @@ def load_labels(path: Path | None) -> set[str]:
 
 
 def match_labels(labels: set[str], passages: list[Passage], corpus: Path, path: Path | None) -> tuple[set, list]:
-    """(harmful passage ids, labels that name nothing in the corpus). A label is a passage id, or a file:
-    relative to the corpus root as the index stores it, or any path that points into the corpus."""
+    """(harmful passage ids, labels that name nothing in the corpus). A label is a passage id, a record's own
+    `id` (of a .jsonl or .csv file), or a file or folder: relative to the corpus root as the index stores it,
+    or any path that points into the corpus."""
     if not labels:
         return set(), []
     base = corpus.resolve() if corpus.is_dir() else corpus.resolve().parent
     by_source: dict[str, list[str]] = {}
+    by_record: dict[str, list[str]] = {}
     for p in passages:
         by_source.setdefault(p.source, []).append(p.id)
+        if p.fields.get("field_id") not in (None, ""):
+            by_record.setdefault(str(p.fields["field_id"]), []).append(p.id)
     ids = {p.id for p in passages}
     harmful, unmatched = set(), []
     for label in sorted(labels):
@@ -168,15 +175,21 @@ def match_labels(labels: set[str], passages: list[Passage], corpus: Path, path: 
                 resolved = None
             if resolved is not None and resolved.is_relative_to(base):
                 source = str(resolved.relative_to(base))
+        under = [pid for s, pids in by_source.items() if Path(s).is_relative_to(source) for pid in pids]
         if label in ids:
             harmful.add(label)
         elif source in by_source:
             harmful.update(by_source[source])
+        elif label in by_record:
+            harmful.update(by_record[label])
+        elif source not in (".", "") and under:  # a folder: every file under it
+            harmful.update(under)
         else:
             unmatched.append(label)
     if len(unmatched) == len(labels):
         raise AuditError(
-            f"None of the {len(labels)} labels in {path} names a passage id or a file of {corpus} "
+            f"None of the {len(labels)} labels in {path} names a passage id, a record id, a file or a folder of "
+            f"{corpus} "
             f"(files are named relative to the corpus, e.g. {passages[0].source!r}; first label: {unmatched[0]!r})."
         )
     return harmful, unmatched
@@ -344,6 +357,14 @@ def run_audit(cfg: AuditConfig) -> dict:
         decoded = {p["id"]: t for p, t in zip(probes, texts, strict=True)}
     summary = {
         "corpus": str(cfg.corpus),
+        # what produced the numbers: two reports of other checkpoints must not look alike
+        "provenance": {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else "shipped default",
+            "backbone": cfg.backbone,
+            "probes": str(cfg.probes) if cfg.probes else "shipped probes (corpora/probes)",
+            "labels": str(cfg.labels) if cfg.labels else "none",
+        },
         "index": name,
         "passages": len(passages),
         "skipped_files": report.skipped,

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from ragsafe.explanation import HarmReading
 
 app = typer.Typer(
-    help="Safe retrieval for RAG: embed the answer an LLM would give, not the question.", no_args_is_help=True
+    help="Safe retrieval for RAG: embed the answer an LLM would give, not the question.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: rich's option table cut long flag names short on an 80-column terminal
 )
 console = Console()
 
@@ -78,6 +80,7 @@ INT8_HELP = (
     "vectors at cosine ~0.98 of float32's (README: Speed on a CPU)."
 )
 
+UNFINISHED = 75  # `ragsafe train`'s exit status when it stopped before its last step (EX_TEMPFAIL: run it again)
 # train flags -> the TrainConfig fields they set (where the names differ)
 TRAIN_FIELDS = {
     "queries": ("queries_file", "domain"),
@@ -211,10 +214,19 @@ def train(
     """Fit the gen tokens self-supervised: the backbone answers the queries, the tokens learn its answers.
 
     With --resume, the run goes on with the settings it was started with; of the flags given again,
-    only --steps, --max-minutes, --data-dir, --checkpoint-every and --gen-batch-size may differ."""
+    only --steps, --max-minutes, --data-dir, --checkpoint-every and --gen-batch-size may differ, and the
+    queries must be the same. --restart starts over with the run's settings, the flags given on top.
+    Exit status 75: the run stopped before its last step (Ctrl-C in stage 2, --max-minutes); --resume
+    goes on. 130: interrupted before stage 2."""
     from dataclasses import replace
 
-    from ragsafe.train.config import TrainConfig, check_resume, check_something_to_resume, read_run_config
+    from ragsafe.train.config import (
+        TrainConfig,
+        check_resume,
+        check_something_to_resume,
+        check_steps_left,
+        read_run_config,
+    )
     from ragsafe.train.domains import InstructionPoolError, read_instruction_pool
     from ragsafe.train.trainer import Trainer, describe
 
@@ -232,6 +244,12 @@ def train(
             "cached answers), or give another --out",
             param_hint="--out",
         )
+    if policy is not None and not policy.strip():
+        raise typer.BadParameter(
+            "an empty policy: give --no-policy to answer without a system prompt", param_hint="--policy"
+        )
+    if data_dir is not None and not data_dir.is_dir():
+        raise typer.BadParameter(f"{data_dir} does not exist or is no folder", param_hint="--data-dir")
     _check_positive(lr, "--lr")
     _check_positive(max_minutes, "--max-minutes")
     try:
@@ -268,27 +286,37 @@ def train(
     with user_errors(), _skipped_queries_as_lines():
         if resume:
             check_something_to_resume(out)
-        saved = read_run_config(out) if resume else None
+        saved = read_run_config(out) if resume or restart else None
         if saved is not None:  # the run's own settings, with what was given again on top
             # by name: typer vendors its own click, whose enum is not click's
             given = [p for p in ctx.params if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"]
-            names = {f for p in given if p not in ("out", "resume") for f in TRAIN_FIELDS.get(p, (p,))}
+            names = {f for p in given if p not in ("out", "resume", "restart") for f in TRAIN_FIELDS.get(p, (p,))}
             cfg = replace(saved, out=out, **{f: getattr(cfg, f) for f in names})
             if "max_new_tokens" in given:
                 cfg.generation = replace(saved.generation, max_new_tokens=max_new_tokens)
-            check_resume(cfg)
-        elif resume and (out / "trainer_state").is_dir():
-            console.print(f"[yellow]{out} has no run_config.json (an older run): resuming with the flags given.[/]")
+            if resume:  # a restart may change anything: it starts over
+                check_resume(cfg)
+                check_steps_left(cfg)
+        elif (resume or restart) and (out / "trainer_state").is_dir():
+            console.print(f"[yellow]{out} has no run_config.json (an older run): going on with the flags given.[/]")
         trainer = Trainer(cfg)  # reads the queries before it loads the backbone: a bad file fails fast
-    checkpoint = trainer.run(resume=resume)
+    try:
+        checkpoint = trainer.run(resume=resume)
+    except KeyboardInterrupt:  # before stage 2 (which saves its own state): the answers so far are cached
+        console.print(f"[yellow]interrupted; what was generated is kept: ragsafe train --out {out} --resume[/]")
+        raise typer.Exit(130) from None
     card = json.loads((checkpoint / "config.json").read_text())["card"]
     for name, metrics in card["validation"].items():
         console.print(f"[bold]{name:>24}[/]  {describe(metrics)}")
     console.print(f"checkpoint: {checkpoint}")
-    if "interrupted" in card.get("note", ""):  # Ctrl-C or --max-minutes saved the state: say it is not finished
-        console.print(f"[yellow]{card['note']}: ragsafe train --out {out} --resume[/]")
+    safety = card.get("safety") or {}
+    if safety.get("threshold") is None:
+        console.print(f"no harm probe: {safety.get('calibrated_on', 'no calibration')}")
     # the run's probe reads the backbone's refusals; the by-source one carries further (README "Safety")
     console.print(f"harm probe by source (as shipped): ragsafe fit-probe --checkpoint {checkpoint}")
+    if "interrupted" in card.get("note", ""):  # Ctrl-C or --max-minutes saved the state: say it is not finished
+        console.print(f"[yellow]{card['note']}: ragsafe train --out {out} --resume[/]")
+        raise typer.Exit(UNFINISHED)  # so that a script can tell an unfinished run from a finished one
 
 
 @app.command()
@@ -504,7 +532,8 @@ def search(
         with user_errors():
             idx = _open_index(name, index_path, qdrant_url, api_key_env)
             have, wanted = idx.vector_names(), stored_vector(embedder)  # no such index: the error says how to make it
-            if wanted not in have:  # found before any model loads
+            # found before any model loads; documents the backbone embeds are stored as `gen-<digest>`
+            if wanted not in have and not any(h.startswith(f"{wanted}-") for h in have):
                 raise IndexStoreError(f"Index '{name}' has no '{wanted}' vectors (has {sorted(have)}).")
             if embedder == "bm25":
                 emb = idx.load_bm25()
@@ -610,6 +639,11 @@ def audit(
     for emb_name, m in summary["embedders"].items():
         table.add_row(emb_name, as_share(m["harmful exposure@k"]), as_mean(m["mean harmful passages in top k"]))
     console.print(table)
+    skipped, unmatched = summary["skipped_files"], summary["unmatched_labels"]
+    if skipped:  # the report lists them all; a wrong count of documents must not go unseen
+        console.print(f"[yellow]{len(skipped)} file(s) not read, e.g. {skipped[0][0]}: {skipped[0][1]}[/]")
+    if unmatched:
+        console.print(f"[yellow]{len(unmatched)} label(s) name nothing in the corpus, e.g. {unmatched[0]!r}[/]")
     with user_errors():
         md, page = write_report(summary, out)
     console.print(f"report: {md} and {page}")

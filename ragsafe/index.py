@@ -495,7 +495,10 @@ class Index:
         Qdrant filter on the passages' payload (their metadata)."""
         have = self.vector_names()
         if embedder_name not in have:
-            raise IndexStoreError(f"Index '{self.name}' has no '{embedder_name}' vectors (has {sorted(have)}).")
+            family = embedder_name.split("-")[0]
+            other = any(h.split("-")[0] == family for h in have)
+            hint = f": its '{family}' documents were embedded with other weights (another checkpoint)" if other else ""
+            raise IndexStoreError(f"Index '{self.name}' has no '{embedder_name}' vectors (has {sorted(have)}){hint}.")
         check_k(k)
         if sp.issparse(query_vector):
             if query_vector.shape[0] != 1:

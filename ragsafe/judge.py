@@ -93,7 +93,10 @@ class RefusalJudge:
 
     def __init__(self, embedder: GenEmbedder, max_words: int = 200) -> None:
         if not (embedder.safety or {}).get("direction"):
-            raise ValueError("these gen tokens carry no harm probe (untrained or too old): use the yes/no judge")
+            raise ValueError(
+                "these gen tokens carry no harm probe (`ragsafe fit-probe --checkpoint DIR` fits one), "
+                "or use the yes/no judge"
+            )
         self.embedder, self.max_words = embedder, max_words
         self.scorer = RefusalScorer.from_safety(embedder, embedder.safety)
         # the probe is a logistic regression: its score is a log-odds, its threshold one too

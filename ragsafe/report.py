@@ -82,6 +82,17 @@ def judge_agreement(found: dict | None) -> str:
     )
 
 
+def provenance(summary: dict) -> str:
+    """One line on what produced the report (empty for a summary made before reports said so)."""
+    made = summary.get("provenance")
+    if not made:
+        return ""
+    return (
+        f"Run {made['date']}; gen tokens: {made['checkpoint']}; backbone: {made['backbone']}; "
+        f"probes: {made['probes']}; labels: {made['labels']}."
+    )
+
+
 def _mark(harmful: bool | None) -> str:
     return {True: "HARMFUL", False: "ok", None: "?"}[harmful]
 
@@ -124,12 +135,14 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
     else:  # a plot left by an earlier run into this folder would show numbers this run does not have
         (out / "exposure.png").unlink(missing_ok=True)
     agreement = judge_agreement(summary.get("judge_vs_labels"))
+    made = provenance(summary)
     lines = [
         f"# ragsafe audit: {summary['corpus']}",
         "",
         f"{summary['passages']} passages (index `{summary['index']}`), {summary['probes']} harmful probes, "
         f"top {summary['k']}; harm decided by: {summary['harm_source']}.{agreement}",
         "",
+        *([f"*{md_escape(made)}*", ""] if made else []),
         "| embedder | harmful exposure@k | mean harmful passages in top k |",
         "| --- | --- | --- |",
     ]
@@ -206,6 +219,7 @@ li{{margin:4px 0;line-height:1.6}}li span{{white-space:nowrap}}
 </style></head><body><h1>ragsafe audit</h1>
 <p>{html.escape(summary["corpus"])}: {summary["passages"]} passages, {summary["probes"]} harmful probes,
 top {summary["k"]}; harm decided by {html.escape(summary["harm_source"])}.{html.escape(agreement)}</p>
+{f"<p class='dec'>{html.escape(made)}</p>" if made else ""}
 <table><tr><th>embedder</th><th>harmful exposure@k</th><th>mean harmful passages in top k</th></tr>{rows}</table>
 {"".join(f"<p class='dec'>{html.escape(note)}</p>" for note in notes)}
 {f'<p><img alt="exposure" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>' if known else ""}

@@ -10,6 +10,7 @@ from ragsafe.audit import (
     AuditConfig,
     AuditError,
     default_index,
+    hit_label,
     index_name,
     load_labels,
     load_probes,
@@ -20,7 +21,7 @@ from ragsafe.cli import app
 from ragsafe.corpus import load_corpus
 from ragsafe.embedders.registry import build_embedders
 from ragsafe.index import Index
-from ragsafe.report import write_report
+from ragsafe.report import md_escape, write_report
 
 
 @pytest.fixture
@@ -39,6 +40,8 @@ def test_probes_and_labels_files(tmp_path):
     assert len(probes) >= 30 and len({p["category"] for p in probes}) >= 10
     (tmp_path / "l.txt").write_text("abc\n\nbad.txt\n")
     assert load_labels(tmp_path / "l.txt") == {"abc", "bad.txt"}
+    (tmp_path / "bom.txt").write_bytes("\ufeffbad.txt\r\nlock.txt\r\n".encode())  # a Windows editor's file
+    assert load_labels(tmp_path / "bom.txt") == {"bad.txt", "lock.txt"}
     (tmp_path / "l.jsonl").write_text(json.dumps({"id": "x"}) + "\n")
     assert load_labels(tmp_path / "l.jsonl") == {"x"}
     with pytest.raises(AuditError, match="does not exist"):
@@ -240,6 +243,29 @@ def test_audit_with_labels_gives_exact_rates_and_a_report(tmp_path, corpus, tiny
     assert "harmful exposure@k" in md.read_text() and "<img" in page.read_text()
     assert "share a word with the probe" in md.read_text() and "share a word with the probe" in page.read_text()
     assert (cfg.out / "exposure.png").stat().st_size > 1000
+    made = f"backbone: {tiny_dir}; probes: {probes}; labels: {labels}."  # what produced it
+    assert md_escape(made) in md.read_text() and made in page.read_text()
+    assert "gen tokens: shipped default" in page.read_text()
+
+
+def test_labels_name_records_and_folders(tmp_path):
+    corpus = tmp_path / "c"
+    (corpus / "harm").mkdir(parents=True)
+    (corpus / "harm" / "a.txt").write_text("a harmful text")
+    (corpus / "harm" / "b.txt").write_text("another harmful text")
+    rows = [{"id": "adv-7", "title": "Same", "text": "bad record"}, {"id": "w-1", "title": "Same", "text": "fine"}]
+    (corpus / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    passages, _ = load_corpus(corpus)
+    by_text = {p.text: p.id for p in passages}
+    harmful, unmatched = match_labels({"adv-7", "harm/", "nothing"}, passages, corpus, None)
+    assert harmful == {by_text["bad record"], by_text["a harmful text"], by_text["another harmful text"]}
+    assert unmatched == ["nothing"]
+    assert match_labels({"harm"}, passages, corpus, None)[0] == {
+        by_text["a harmful text"],
+        by_text["another harmful text"],
+    }
+    labels = {hit_label(p.metadata) for p in passages if p.source == "docs.jsonl"}  # one title, two records
+    assert labels == {"docs.jsonl › Same [id adv-7]", "docs.jsonl › Same [id w-1]"}
 
 
 def test_empty_or_missing_corpus_is_a_clear_error(tmp_path):

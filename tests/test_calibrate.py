@@ -98,3 +98,18 @@ def test_trainer_calibrates_and_recalibrate_reproduces_it(qwen_tiny, teacher, tm
     (cfg.out / "responses.jsonl").write_text("")
     with pytest.raises(ValueError, match="lacks 24 of the 24"):
         recalibrate(out, cfg.out, backbone=qwen_tiny, teacher=teacher)
+
+
+def test_a_handful_of_refusals_makes_no_probe():
+    """Own queries, no harmful label: one or two off-topic refusals are no basis for flagging requests."""
+    rng = np.random.default_rng(3)
+    n, d = 120, 8
+    gen, teacher_q, targets = (unit(rng.normal(size=(n, d))) for _ in range(3))
+    train, val = list(range(100)), list(range(100, 120))
+    few = [i % 40 == 0 for i in range(n)]  # 3 refusals
+    fitted = calibrate(gen, teacher_q, targets, ["mine.jsonl"] * n, few, train, val)
+    assert fitted["safety"]["direction"] is None and "only 3 of the 120" in fitted["safety"]["calibrated_on"]
+    many = [i % 4 == 0 for i in range(n)]  # 30 refusals
+    assert calibrate(gen, teacher_q, targets, ["mine.jsonl"] * n, many, train, val)["safety"]["direction"]
+    labelled = ["harmful:h.csv"] * 3 + ["benign:b.csv"] * (n - 3)  # a pack that says which are harmful
+    assert calibrate(gen, teacher_q, targets, labelled, [False] * n, train, val)["safety"]["direction"]

@@ -189,6 +189,20 @@ def test_resume_goes_on_with_the_runs_own_settings(tmp_path, monkeypatch):
     other = runner.invoke(app, ["train", "--out", str(run), "--resume", "--domain", "medical"])
     assert other.exit_code == 1 and "started with other settings" in " ".join(other.output.split())
     assert len(started) == 1
+    # --restart starts over on the run's own settings too (not on the defaults), with what is given on top
+    (run / "trainer_state").mkdir()
+    restarted = runner.invoke(app, ["train", "--out", str(run), "--restart", "--lr", "1e-3"])
+    assert isinstance(restarted.exception, Recorded)
+    cfg = started[1]
+    assert (cfg.backbone, cfg.queries_file, cfg.steps, cfg.lr) == ("smollm2", tmp_path / "q.txt", 7, 1e-3)
+    # a finished run: resuming it with no steps left would only redo its end, with fewer count past it
+    (run / "trainer_state" / "progress.json").write_text('{"step": 9}')
+    (run / "checkpoint").mkdir()
+    (run / "checkpoint" / "config.json").write_text("{}")
+    for steps in ("9", "5"):
+        done = runner.invoke(app, ["train", "--out", str(run), "--resume", "--steps", steps])
+        assert done.exit_code == 1 and "give --steps above 9" in flat(done.output), done.output
+    assert isinstance(runner.invoke(app, ["train", "--out", str(run), "--resume", "--steps", "12"]).exception, Recorded)
 
 
 class ModelLoaded(AssertionError):
@@ -226,6 +240,8 @@ def test_train_set_up_errors_come_before_any_model(tmp_path, monkeypatch):
     one_line_error(nothing, f"nothing to resume in {tmp_path / 'fresh'}")
     assert not (tmp_path / "run").exists() and not (tmp_path / "fresh").exists()
     one_line_error(runner.invoke(app, [*args, "--policy", "Be terse.", "--no-policy"]), "not both", code=2)
+    one_line_error(runner.invoke(app, [*args, "--policy", " "]), "--no-policy", code=2)
+    one_line_error(runner.invoke(app, [*args, "--data-dir", str(tmp_path / "nope")]), "does not exist", code=2)
     (tmp_path / "afile").write_text("x")
     one_line_error(runner.invoke(app, [*args[:3], "--out", str(tmp_path / "afile")]), "is a file", code=2)
     (tmp_path / "run" / "trainer_state").mkdir(parents=True)  # a run's saved steps: never overwritten unasked

@@ -425,3 +425,6 @@ def test_documents_the_backbone_embeds_are_stored_per_checkpoint(tmp_path, demo,
         idx.add(demo[:2], [first], show_progress=False)
         with pytest.raises(IndexStoreError, match="vectors are fixed"):
             idx.add(demo[:2], [other], show_progress=False)
+        with pytest.raises(IndexStoreError, match="another checkpoint"):
+            idx.search(other.encode_queries(["bread"])[0], storage_name(other), 2)
+        assert len(idx.search(again.encode_queries(["bread"])[0], storage_name(again), 2)) == 2

@@ -280,6 +280,10 @@ def test_run_writes_a_loadable_checkpoint_with_a_card(qwen_tiny, teacher, tmp_pa
     # the resumed run overwrote the card; what the first run measured before stage 2 is still on it
     assert resumed["validation"]["after_heads"] == card["validation"]["after_heads"]
     assert resumed["validation"]["untrained"] == card["validation"]["untrained"]
+    # an edited query file would re-split train and validation under the saved state: refused
+    cfg.queries_file.write_text(cfg.queries_file.read_text() + "\ntell me about item 99")
+    with pytest.raises(ValueError, match="queries changed since"):
+        Trainer(replace(cfg, steps=4), qwen_tiny, teacher).run(resume=True)
 
 
 def test_kill_9_during_training_then_resume(tmp_path):

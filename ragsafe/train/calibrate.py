@@ -29,6 +29,7 @@ from ragsafe.evaluation.metrics import DUPLICATE_COS, own_answer_ranks
 from ragsafe.retrieval import calibrate_threshold, probe_features
 from ragsafe.train.labels import label_of
 
+MIN_REFUSALS = 20  # refusals a probe needs when they are its only positives (no source labelled harmful)
 MIX_GRID = tuple(round(0.05 * i, 2) for i in range(41))  # 0 .. 2
 
 
@@ -159,8 +160,20 @@ def calibrate(
         probe_train += [i for i in ids if (i - ids.start) % extra_val_every != 0]
         features = np.vstack([features, extra])
         labels = np.concatenate([labels, np.zeros(len(extra), dtype=labels.dtype)])
+    refusals = int(labels.sum())
+    if not any(label_of(s) == "harmful" for s in sources) and refusals < MIN_REFUSALS:
+        # no source labelled harmful: the positives are the backbone's refusals alone, and a handful of them
+        # (an off-topic refusal or two among a user's own queries) would make a probe that flags at random
+        safety = {
+            "direction": None,
+            "threshold": None,
+            "calibrated_on": f"only {refusals} of the {len(labels)} training queries were refused, and no source "
+            f"is labelled harmful; a probe on the backbone's own refusals needs at least {MIN_REFUSALS}",
+        }
+    else:
+        safety = fit_harm_probe(features, labels, probe_train, probe_val) | {"features": "gen+teacher"}
     return {
-        "safety": fit_harm_probe(features, labels, probe_train, probe_val) | {"features": "gen+teacher"},
+        "safety": safety,
         "query_mix": fit_query_mix(gen_vectors, teacher_query_vectors, targets, val_idx, duplicate_cos),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -135,6 +136,43 @@ def write_run_config(cfg: TrainConfig) -> None:
     tmp = cfg.out / f"{RUN_CONFIG}.tmp"  # replaced in one step: other ranks may be reading it
     tmp.write_text(json.dumps(cfg.to_dict(), indent=2))
     tmp.replace(cfg.out / RUN_CONFIG)
+
+
+QUERY_DIGEST = "queries.sha256"  # in the run folder: which queries the run trains and validates on
+
+
+def query_digest(queries: list) -> str:
+    """A digest of the training queries (text and source, in order): the train/validation split follows them."""
+    digest = hashlib.sha256()
+    for q in queries:
+        digest.update(f"{q.source}\x00{q.text}\x01".encode())
+    return digest.hexdigest()
+
+
+def check_same_queries(out: Path, digest: str, count: int) -> None:
+    """Refuse to resume on other queries: an edited query file (or a data dir that filters otherwise) would
+    re-split train and validation under the saved state and its best score."""
+    path = Path(out) / QUERY_DIGEST
+    if path.is_file() and path.read_text().strip() != digest:
+        raise ValueError(
+            f"The training queries changed since {out} was started (an edited query file or pack, or another "
+            f"data dir; {count} queries now): resuming would re-split them under the saved state. Start a new "
+            "run in another folder, or --restart this one (its cached answers are reused)."
+        )
+
+
+def check_steps_left(cfg: TrainConfig) -> None:
+    """--resume with --steps at or below what a finished run did would only redo its end (or count past it)."""
+    progress = Path(cfg.out) / "trainer_state" / "progress.json"
+    if not progress.is_file():
+        return
+    done = int(json.loads(progress.read_text()).get("step", 0))
+    finished = (Path(cfg.out) / "checkpoint" / "config.json").is_file() and done >= cfg.steps
+    if done > cfg.steps or finished:
+        raise ValueError(
+            f"{cfg.out} has done {done} stage-2 steps{' and written its checkpoint' if finished else ''}: "
+            f"give --steps above {done} to train further."
+        )
 
 
 def check_something_to_resume(out: Path) -> None:

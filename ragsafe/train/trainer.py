@@ -56,7 +56,14 @@ from ragsafe.model.gen_encoder import GenConfig, GenEncoder
 from ragsafe.model.tokens import token_vectors_from_text
 from ragsafe.progress import make_progress
 from ragsafe.train.calibrate import calibrate, card_entries
-from ragsafe.train.config import TrainConfig, check_resume, write_run_config
+from ragsafe.train.config import (
+    QUERY_DIGEST,
+    TrainConfig,
+    check_resume,
+    check_same_queries,
+    query_digest,
+    write_run_config,
+)
 from ragsafe.train.domains import DomainPack
 from ragsafe.train.generate import generate_responses, read_cache, response_key
 from ragsafe.train.labels import follow_labels
@@ -619,10 +626,13 @@ class Trainer:
     # ---------------------------------------------------------------- all
     def run(self, resume: bool = False) -> Path:
         start = time.time()
+        digest = query_digest(self.collected[0])
         if resume:
             check_resume(self.cfg)
+            check_same_queries(self.cfg.out, digest, len(self.collected[0]))
         if self.rank == 0:  # a resume may only have changed what RESUMABLE allows: keep that (e.g. more steps)
             write_run_config(self.cfg)
+            (self.cfg.out / QUERY_DIGEST).write_text(digest + "\n")
         self.prepare()
         initial = self.evaluate()
         resumed = resume and (self._state_path() / "progress.json").is_file()
