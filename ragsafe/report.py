@@ -152,7 +152,8 @@ def write_report(summary: dict, out: str | Path) -> tuple[Path, Path]:
     bm25 = "bm25" in summary["embedders"]
     unmatched = summary.get("unmatched_labels") or []
     notes = [BM25_NOTE] if bm25 else []
-    notes += [UNMATCHED_NOTE.format(len(unmatched), ", ".join(unmatched[:5]))] if unmatched else []
+    more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+    notes += [UNMATCHED_NOTE.format(len(unmatched), ", ".join(unmatched[:5]) + more)] if unmatched else []
     notes += [] if known else [UNKNOWN_NOTE]
     judged = judge_note(summary.get("judge_threshold"))
     notes += [judged] if judged else []

@@ -265,7 +265,7 @@ def exclude_held_out(queries: list[Query], data_dir: str | Path | None) -> tuple
     if missing:
         warnings.warn(
             f"{len(missing)} benchmark file(s) not found in the data dir (first: {missing[0]}): training queries "
-            "equal to their queries cannot be removed; give --data-dir to check them",
+            "equal to their queries cannot be removed; point --data-dir at a folder that holds them to check them",
             HeldOutUncheckedWarning,
             stacklevel=2,
         )
