@@ -104,7 +104,8 @@ def main(
         md, _ = write_report(summary, cfg.out)
 
         def stable(text: str) -> str:  # the temp folder (and the index name hashed from it) differ every run
-            return text.replace(str(corpus), "audit_corpus").replace(summary["index"], "audit-corpus")
+            text = text.replace(str(corpus), "audit_corpus").replace(summary["index"], "audit-corpus")
+            return text.replace(str(work), "TMP")  # the labels file's folder
 
         page = cfg.out / "report.html"
         page.write_text(stable(page.read_text()))
