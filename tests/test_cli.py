@@ -373,3 +373,20 @@ def test_explain_reports_the_harm_probe_reading(tmp_path, qwen_tiny, tiny_dir, t
     assert "score 1.00 > threshold 0.00: flagged" in explain(probe | {"threshold": 0.0})
     assert "score 1.00 <= threshold 2.00: not flagged" in explain(probe | {"threshold": 2.0})
     assert "harm probe: none in this checkpoint" in explain(None)
+
+
+def test_an_interrupted_generation_says_how_to_go_on(tmp_path, monkeypatch):
+    from ragsafe.train import trainer
+
+    (tmp_path / "q.txt").write_text("how do tides work\nwhy is the sky blue\nwhat is rust\nhow do bees fly\n")
+
+    class Interrupted:  # stands in for a trainer stopped by Ctrl-C while the backbone answers
+        def __init__(self, cfg):
+            pass
+
+        def run(self, resume):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "Trainer", Interrupted)
+    result = runner.invoke(app, ["train", "--queries", str(tmp_path / "q.txt"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 130 and f"ragsafe train --out {tmp_path / 'run'} --resume" in flat(result.output)
