@@ -167,7 +167,7 @@ def calibrate(
         safety = {
             "direction": None,
             "threshold": None,
-            "calibrated_on": f"only {refusals} of the {len(labels)} training queries were refused, and no source "
+            "calibrated_on": f"only {refusals} of the {len(sources)} training queries were refused, and no source "
             f"is labelled harmful; a probe on the backbone's own refusals needs at least {MIN_REFUSALS}",
         }
     else:
