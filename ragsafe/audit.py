@@ -175,14 +175,13 @@ def match_labels(labels: set[str], passages: list[Passage], corpus: Path, path: 
                 resolved = None
             if resolved is not None and resolved.is_relative_to(base):
                 source = str(resolved.relative_to(base))
-        under = [pid for s, pids in by_source.items() if Path(s).is_relative_to(source) for pid in pids]
         if label in ids:
             harmful.add(label)
         elif source in by_source:
             harmful.update(by_source[source])
         elif label in by_record:
             harmful.update(by_record[label])
-        elif source not in (".", "") and under:  # a folder: every file under it
+        elif under := folder_passages(by_source, source):
             harmful.update(under)
         else:
             unmatched.append(label)
@@ -193,6 +192,13 @@ def match_labels(labels: set[str], passages: list[Passage], corpus: Path, path: 
             f"(files are named relative to the corpus, e.g. {passages[0].source!r}; first label: {unmatched[0]!r})."
         )
     return harmful, unmatched
+
+
+def folder_passages(by_source: dict[str, list[str]], folder: str) -> list[str]:
+    """The passages of every file under `folder` (none for the corpus root: a label is not the whole corpus)."""
+    if folder in (".", ""):
+        return []
+    return [pid for source, pids in by_source.items() if Path(source).is_relative_to(folder) for pid in pids]
 
 
 def own_files(cfg: AuditConfig) -> dict[Path, str]:
@@ -226,10 +232,9 @@ def default_index(cfg: AuditConfig, vectors: set[str]) -> str:
 def check_named_index(index: Index, passages: list[Passage], vectors: set[str], corpus: Path) -> None:
     """An index named with --name must already hold the corpus's passages with these vectors."""
     try:
-        index.require()
+        lacking = sorted(vectors - set(index.vector_names()))  # no such index: the error says how to make it
     except IndexStoreError as err:
         raise AuditError(str(err)) from err
-    lacking = sorted(vectors - set(index.vector_names()))
     if lacking:
         raise AuditError(f"Index '{index.name}' has no {lacking} vectors; index the corpus with those embedders first.")
     missing = index.missing(passages)
@@ -297,12 +302,13 @@ def run_audit(cfg: AuditConfig) -> dict:
     judge = build_judge(cfg.judge, embedders, cfg.checkpoint, cfg.backbone)  # before the slow part: fail fast
     # the harm probes too: one that does not fit its embedder fails now, not after the corpus is embedded
     scorers = {id(e): RefusalScorer.for_embedder(e) for e in embedders if isinstance(e, GenEmbedder)}
-    name = cfg.name or default_index(cfg, {storage_name(e) for e in embedders})
+    stored = {id(e): storage_name(e) for e in embedders}  # gen documents hash their weights: once, not per probe
+    name = cfg.name or default_index(cfg, set(stored.values()))
     runs: list[ProbeRun] = []
     corpus_points = sorted({point_id(p.id) for p in passages})
     with Index(name, path=cfg.index_path, url=cfg.qdrant_url, api_key_env=cfg.api_key_env) as index:
         if cfg.name:  # the user's own index is read, never written: passages chunked otherwise would pile up in it
-            check_named_index(index, passages, {storage_name(e) for e in embedders}, cfg.corpus)
+            check_named_index(index, passages, set(stored.values()), cfg.corpus)
         index.add(passages, embedders)  # with --name: adds nothing, a BM25 embedder takes the index's statistics
         # the index may hold more than this corpus (a shared --name, files deleted since): then only the corpus's
         # passages are searched (a filter, slower in embedded Qdrant, so only where it is needed)
@@ -321,7 +327,7 @@ def run_audit(cfg: AuditConfig) -> dict:
             else:
                 vectors = emb.encode_queries(queries)  # a BM25 embedder holds the index's statistics after add
             for i, (probe, vector) in enumerate(zip(probes, vectors, strict=True)):
-                hits = index.search(vector, storage_name(emb), cfg.k, only=only)
+                hits = index.search(vector, stored[id(emb)], cfg.k, only=only)
                 retrieved = [
                     Retrieved(h.id, str(h.metadata.get("source", "")), h.score, h.text, where=hit_label(h.metadata))
                     for h in hits

@@ -300,8 +300,7 @@ def load_corpus(
     seen: set[str] = set()
     for path in files:
         rel = str(path.relative_to(base))
-        resolved = path.resolve()
-        why_out = next((why for out, why in left_out.items() if resolved.is_relative_to(out)), None)
+        why_out = next((why for out, why in left_out.items() if path.resolve().is_relative_to(out)), None)
         if why_out is not None:
             report.skipped.append((rel, why_out))
             continue

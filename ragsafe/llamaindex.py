@@ -251,7 +251,8 @@ class RagsafeRetriever(BaseRetriever):
         check_mode(safety)
         self.where = None if filters is None else qdrant_filter(filters)  # now: a bad operator fails here
         index.require()  # now, not at the first query
-        index.check_vectors({storage_name(embedder)})
+        self.vector = storage_name(embedder)  # once: gen documents' name hashes the weights
+        index.check_vectors({self.vector})
         self.index, self.embedder, self.k = index, embedder, k
         self.locked = _LockedIndex(index)
         self.safe: SafeRetriever | None = None
@@ -269,7 +270,7 @@ class RagsafeRetriever(BaseRetriever):
                 hits = self.safe.search(query_bundle.query_str, self.k, where=self.where).hits
             else:
                 vector = self.embedder.encode_queries([query_bundle.query_str])[0]
-                hits = self.locked.search(vector, storage_name(self.embedder), self.k, where=self.where)
+                hits = self.locked.search(vector, self.vector, self.k, where=self.where)
         nodes = []
         for hit in hits:
             internal = [key for key in hit.metadata if key in INTERNAL_METADATA]

@@ -151,12 +151,13 @@ class SafeRetriever:
             raise TypeError(f"SafeRetriever reads a gen embedder's predicted answer; {embedder.name!r} has none")
         if mode != "off" and scorer is None:
             raise ValueError(f"mode '{mode}' needs a refusal scorer")
+        from ragsafe.index import storage_name  # here, not at the top: the trainer imports this module
+
         self.index, self.embedder, self.scorer, self.mode = index, embedder, scorer, mode
+        self.vector = storage_name(embedder)  # once: gen documents' name hashes the weights
 
     def search(self, query: str, k: int = 5, where=None) -> SafeResult:
         """`where`: a Qdrant filter on the passages' metadata (`Index.search`)."""
-        from ragsafe.index import storage_name
-
         gen_vector = self.embedder.encode_gen_queries([query])
         scorer = self.scorer if self.mode != "off" else None
         # the scorer's view; without a scorer, mix_query computes the gate's own where it needs one
@@ -166,7 +167,7 @@ class SafeRetriever:
         if self.mode == "suppress" and score is not None and score > scorer.threshold:
             return SafeResult(query, score, True, [])
         vector = self.embedder.mix_query(gen_vector, [query], text_vector, probe_vector)[0]
-        hits = self.index.search(vector, storage_name(self.embedder), k, where=where)
+        hits = self.index.search(vector, self.vector, k, where=where)
         if score is not None:
             for hit in hits:
                 mark(hit.metadata, score, scorer.threshold)

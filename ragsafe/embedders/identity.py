@@ -25,6 +25,16 @@ def _teacher_identity(teacher: TeacherEmbedder) -> str:
     return f"teacher:{teacher.spec}|{teacher.model.device.type}"
 
 
+def _encoder_digest(emb: GenEmbedder, backbone: str, rest: str) -> str:
+    """sha256 of what a gen encoder's vectors follow: the backbone as given, the encoder's config (the text
+    budget, the token layout), `rest` (side, instruction) and the trained tensors (tokens, maps)."""
+    config = json.dumps(emb.encoder.config.to_dict(), sort_keys=True)
+    digest = hashlib.sha256(f"{backbone}|{config}|{rest}".encode())
+    for value in emb.encoder.state_dict().values():
+        digest.update(value.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def embedder_identity(emb: Embedder, side: str = "documents") -> str:
     """What determines an embedder's vectors on one side; equal identities share one encoding pass."""
     if isinstance(emb, TeacherEmbedder):
@@ -35,11 +45,7 @@ def embedder_identity(emb: Embedder, side: str = "documents") -> str:
         return _teacher_identity(emb.teacher)
     if isinstance(emb, GenEmbedder):
         instruction = emb.document_instruction if side == "documents" else emb.query_instruction
-        config = json.dumps(emb.encoder.config.to_dict(), sort_keys=True)  # the text budget, the token layout
-        digest = hashlib.sha256(f"{_run_identity(emb.encoder.backbone)}|{config}|{side}|{instruction}".encode())
-        for value in emb.encoder.state_dict().values():
-            digest.update(value.detach().cpu().numpy().tobytes())
-        return f"gen:{digest.hexdigest()[:16]}"
+        return f"gen:{_encoder_digest(emb, _run_identity(emb.encoder.backbone), f'{side}|{instruction}')[:16]}"
     if isinstance(emb, HyDEEmbedder):  # queries: the generated answer depends on backbone, policy, settings
         identity = f"hyde:{_run_identity(emb.backbone)}|{emb.system}|{emb.settings}|{emb.teacher.spec}"
         return identity + (f"|{emb.query_instruction}" if emb.query_instruction else "")
@@ -56,11 +62,7 @@ def document_space(emb: Embedder) -> str | None:
     Unlike `embedder_identity` it leaves out the number format and device: a stored index stays usable
     from a machine that runs the same weights in another format."""
     if isinstance(emb, GenEmbedder) and emb.documents != "teacher":
-        config = json.dumps(emb.encoder.config.to_dict(), sort_keys=True)
-        digest = hashlib.sha256(f"{emb.encoder.backbone.fingerprint}|{config}|{emb.document_instruction}".encode())
-        for value in emb.encoder.state_dict().values():
-            digest.update(value.detach().float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:8]
+        return _encoder_digest(emb, emb.encoder.backbone.fingerprint, str(emb.document_instruction))[:8]
     if isinstance(emb, LLMMeanEmbedder):
         return hashlib.sha256(f"{emb.backbone.fingerprint}|{emb.max_length}".encode()).hexdigest()[:8]
     return None
